@@ -1,0 +1,91 @@
+import NIOCore
+import SwitchboardCore
+
+/// The `json` sink encoder: text frames carrying the envelope of the host systems' hubs.
+///
+/// Server → client: `{"type","topic","id"?,"timestamp","data"}`. Client → server:
+/// `{"type":"subscribe","data":"topic:x"}`, `unsubscribe`, `ping`.
+public struct JSONEncoderPlugin: EncoderPlugin {
+    public static let typeName = "json"
+    public static let spec = PluginSpec(
+        summary: "JSON envelopes in WebSocket text frames (subprotocol switchboard.json)",
+        examples: [#"{"type":"metrics","topic":"metrics","timestamp":1704225600,"data":{"cpu":0.5}}"#]
+    )
+    public static func make() -> any EventEncoder { JSONEventEncoder() }
+}
+
+/// Encodes events and replies as compact JSON; decodes client JSON messages.
+public struct JSONEventEncoder: EventEncoder {
+    public let name = "json"
+    public let subprotocol = "switchboard.json"
+    public let frameKind = FrameKind.text
+
+    public init() {}
+
+    public func encode(_ event: Event, into buffer: inout ByteBuffer) {
+        buffer.writeStaticString(#"{"type":"#)
+        JSONWriter.writeString(event.type, into: &buffer)
+        buffer.writeStaticString(#","topic":"#)
+        JSONWriter.writeString(event.topic, into: &buffer)
+        if let id = event.id {
+            buffer.writeStaticString(#","id":"#)
+            JSONWriter.writeString(id, into: &buffer)
+        }
+        buffer.writeStaticString(#","timestamp":"#)
+        JSONWriter.writeInteger(event.timestamp, into: &buffer)
+        buffer.writeStaticString(#","data":"#)
+        JSONWriter.write(event.data, into: &buffer)
+        buffer.writeStaticString("}")
+    }
+
+    public func encode(_ reply: ServerReply, timestamp: Int64, into buffer: inout ByteBuffer) {
+        let value: JSONValue
+        switch reply {
+        case .pong:
+            value = ["type": "pong", "timestamp": .int(timestamp)]
+        case .subscribed(let topic):
+            value = ["type": "subscribed", "timestamp": .int(timestamp), "data": .string(topic)]
+        case .unsubscribed(let topic):
+            value = ["type": "unsubscribed", "timestamp": .int(timestamp), "data": .string(topic)]
+        case .error(let code, let message):
+            value = [
+                "type": "error", "timestamp": .int(timestamp),
+                "data": ["code": .string(code), "message": .string(message)],
+            ]
+        }
+        JSONWriter.write(value, into: &buffer)
+    }
+
+    public func decode(_ payload: ByteBuffer) -> Result<ClientMessage, ClientMessageError> {
+        let message: JSONValue
+        do {
+            message = try JSONParser.parse(payload.readableBytesView)
+        } catch {
+            return .failure(ClientMessageError(code: "bad_message", message: "invalid JSON: \(error.description)"))
+        }
+        return ClientMessageDecoding.interpret(message)
+    }
+}
+
+/// Turns a parsed client message (from JSON or any other format) into a ``ClientMessage``.
+public enum ClientMessageDecoding {
+    public static func interpret(_ message: JSONValue) -> Result<ClientMessage, ClientMessageError> {
+        guard case .object(let object) = message else {
+            return .failure(ClientMessageError(code: "bad_message", message: "expected a JSON object, got \(message.kindName)"))
+        }
+        guard let type = object["type"]?.stringValue else {
+            return .failure(ClientMessageError(code: "bad_message", message: "missing string field 'type'"))
+        }
+        switch type {
+        case "subscribe", "unsubscribe":
+            guard let topic = object["data"]?.stringValue ?? object["topic"]?.stringValue else {
+                return .failure(ClientMessageError(code: "bad_message", message: "'\(type)' needs the topic as a string in 'data', e.g. \"data\":\"topic:orders\""))
+            }
+            return .success(type == "subscribe" ? .subscribe(topic) : .unsubscribe(topic))
+        case "ping":
+            return .success(.ping)
+        default:
+            return .success(.other(type: type, message: message))
+        }
+    }
+}

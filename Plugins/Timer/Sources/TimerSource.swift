@@ -1,0 +1,180 @@
+import AsyncHTTPClient
+import Logging
+import NIOCore
+import NIOHTTP1
+import SwitchboardCore
+
+/// The `timer` source: every interval, emit the gateway's own stats, a static payload, or
+/// the JSON body of an HTTP GET (optionally only when it changed).
+///
+/// ```yaml
+/// - plugin: timer
+///   every: 2s
+///   topic: metrics
+///   emit: stats
+/// ```
+public struct TimerSource: SourcePlugin {
+    public static let typeName = "timer"
+
+    public static let spec = PluginSpec(
+        summary: "Emit an event on a fixed interval: gateway stats, a static payload, or a polled HTTP JSON body",
+        keys: [
+            .init("every", "duration, required", "Interval between events (e.g. 2s, 500ms)."),
+            .init("topic", "string, required", "Topic the events are published on."),
+            .init("type", "string, default: the topic", "Event type shown to clients."),
+            .init("emit", "stats | static | http, default: static", "What each tick publishes."),
+            .init("data", "any YAML, for emit: static", "The payload."),
+            .init("url", "http(s) URL, for emit: http", "Polled with GET; the body must be JSON."),
+            .init("only_changed", "bool, default: false", "For emit: http, publish only when the body differs from the last one."),
+            .init("timeout", "duration, default: 5s", "For emit: http, request timeout."),
+            .init("max_body", "size, default: 4MiB", "For emit: http, largest accepted response body."),
+        ],
+        examples: [
+            "- plugin: timer\n  every: 2s\n  topic: metrics\n  emit: stats",
+            "- plugin: timer\n  every: 5s\n  topic: cluster:status\n  type: status\n  emit: http\n  url: http://127.0.0.1:9000/status\n  only_changed: true",
+        ]
+    )
+
+    /// What a tick publishes.
+    public enum Emit: String, Sendable, Decodable, ConfigPlaceholder {
+        case stats
+        case `static`
+        case http
+
+        public static var configPlaceholder: Emit { .static }
+
+        public init(from decoder: any Decoder) throws {
+            let text = try decoder.singleValueContainer().decode(String.self)
+            guard let value = Emit(rawValue: text) else {
+                let hint = Suggestion.closest(to: text, in: ["stats", "static", "http"]).map { "did you mean '\($0)'?" }
+                throw ConfigValidationError("expected 'stats', 'static' or 'http', got '\(text)'", hint: hint)
+            }
+            self = value
+        }
+    }
+
+    public struct Config: Decodable, Sendable {
+        /// Interval between events.
+        public var every: ConfigDuration
+        /// Topic the events are published on.
+        public var topic: String
+        /// Event type; defaults to the topic.
+        public var type: String
+        /// What each tick publishes.
+        public var emit: Emit
+        /// Static payload (`emit: static`).
+        public var data: JSONValue
+        /// URL polled with GET (`emit: http`).
+        public var url: String?
+        /// Publish only when the polled body changed.
+        public var onlyChanged: Bool
+        /// HTTP request timeout.
+        public var timeout: ConfigDuration
+        /// Largest accepted response body.
+        public var maxBody: ConfigByteSize
+
+        enum CodingKeys: String, CodingKey {
+            case every, topic, type, emit, data, url, timeout
+            case onlyChanged = "only_changed"
+            case maxBody = "max_body"
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            every = try container.decode(ConfigDuration.self, forKey: .every)
+            topic = try container.decode(String.self, forKey: .topic)
+            type = try container.value(.type, default: topic)
+            emit = try container.value(.emit, default: .static)
+            data = try container.value(.data, default: .null)
+            url = try container.decodeIfPresent(String.self, forKey: .url)
+            onlyChanged = try container.value(.onlyChanged, default: false)
+            timeout = try container.value(.timeout, default: .seconds(5))
+            maxBody = try container.value(.maxBody, default: ConfigByteSize(bytes: 4 * 1024 * 1024))
+            if every.nanoseconds < 1_000_000 {
+                throw ConfigValidationError("'every' must be at least 1ms, got \(every)")
+            }
+            if TopicPattern(topic) == nil || topic.contains("*") {
+                throw ConfigValidationError("invalid topic '\(topic)'", hint: "a topic is 1–256 visible characters without '*'")
+            }
+            switch emit {
+            case .http:
+                guard let url else { throw ConfigValidationError("emit: http needs a 'url'") }
+                guard url.hasPrefix("http://") || url.hasPrefix("https://") else {
+                    throw ConfigValidationError("'url' must start with http:// or https://, got '\(url)'")
+                }
+            case .static, .stats:
+                if url != nil { throw ConfigValidationError("'url' is only used with emit: http", hint: "add emit: http") }
+            }
+        }
+    }
+
+    public static func build(config: Config, context: any SourceContext) async throws -> any EventSource {
+        TimerRunner(config: config, context: context)
+    }
+}
+
+/// The running timer.
+struct TimerRunner: EventSource {
+    let config: TimerSource.Config
+    let context: any SourceContext
+
+    func run() async throws {
+        let client: HTTPClient? = config.emit == .http ? HTTPClient(eventLoopGroupProvider: .singleton) : nil
+        defer {
+            if let client { Task { try? await client.shutdown() } }
+        }
+        let clock = ContinuousClock()
+        var next = clock.now
+        var last: JSONValue?
+        while !Task.isCancelled {
+            switch config.emit {
+            case .stats:
+                publish(await context.statsSnapshot())
+            case .static:
+                publish(config.data)
+            case .http:
+                if let client {
+                    do {
+                        let body = try await poll(client)
+                        context.reportHealth(.connected)
+                        if !config.onlyChanged || body != last {
+                            last = body
+                            publish(body)
+                        }
+                    } catch {
+                        context.reportHealth(.retrying(lastError: "\(error)"))
+                    }
+                }
+            }
+            next = next.advanced(by: config.every.duration)
+            let now = clock.now
+            if next < now { next = now }  // a slow tick does not cause a burst afterwards
+            try await clock.sleep(until: next)
+        }
+    }
+
+    private func publish(_ data: JSONValue) {
+        context.emit(Event(topic: config.topic, type: config.type, data: data))
+    }
+
+    private func poll(_ client: HTTPClient) async throws -> JSONValue {
+        guard let url = config.url else { return .null }
+        var request = HTTPClientRequest(url: url)
+        request.headers.add(name: "Accept", value: "application/json")
+        let response = try await client.execute(request, timeout: .nanoseconds(config.timeout.nanoseconds))
+        guard (200..<300).contains(response.status.code) else {
+            throw TimerPollError("GET \(url) answered \(response.status.code)")
+        }
+        let body = try await response.body.collect(upTo: config.maxBody.bytes)
+        do {
+            return try JSONParser.parse(body.readableBytesView)
+        } catch {
+            throw TimerPollError("GET \(url): body is not JSON: \(error.description)")
+        }
+    }
+}
+
+struct TimerPollError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,260 @@
+import Logging
+import NIOCore
+import SwitchboardCore
+
+/// The `webhook` source: an HTTP `POST` route that turns JSON bodies into events.
+///
+/// Body: one `{"topic","type","data","id"?}` object or an array of them (a batch, accepted
+/// or refused as a whole). Authenticated with an API key in `X-API-Key` (header name
+/// configurable) or `Authorization: Bearer`.
+public struct WebhookSource: SourcePlugin {
+    public static let typeName = "webhook"
+
+    public static let spec = PluginSpec(
+        summary: "HTTP POST publish API: JSON bodies (one event or a batch) become events",
+        keys: [
+            .init("path", "string, default: /api/publish", "Route path."),
+            .init("keys", "list of strings", "Accepted API keys (use ${ENV} interpolation; empty strings are ignored)."),
+            .init("key_header", "string, default: X-API-Key", "Header carrying the key; Authorization: Bearer is also accepted."),
+            .init("auth", "api_key | none, default: api_key", "'none' publishes without a key (only behind a trusted proxy)."),
+            .init("demo_key", "bool, default: false", "When no key is configured, generate one and print it at start-up."),
+            .init("max_body", "size, default: 1MiB", "Larger bodies get 413."),
+            .init("max_batch", "int, default: 1000", "Most events in one body."),
+            .init("topics", "list of patterns, default: ['*']", "Topics this webhook may publish to."),
+            .init("unknown_topic", "reject | drop, default: reject", "What to do with an event whose topic is outside 'topics': 403 for the whole body, or drop it and accept the rest."),
+            .init("default_type", "string, default: message", "Event type when the body has none."),
+        ],
+        examples: [
+            "- plugin: webhook\n  path: /api/publish\n  keys: [\"${PUBLISH_KEY}\"]\n  topics: [\"orders:*\"]"
+        ]
+    )
+
+    /// Policy for topics outside the allow list.
+    public enum UnknownTopicPolicy: String, Sendable, Decodable, ConfigPlaceholder {
+        case reject
+        case drop
+        public static var configPlaceholder: UnknownTopicPolicy { .reject }
+        public init(from decoder: any Decoder) throws {
+            let text = try decoder.singleValueContainer().decode(String.self)
+            guard let value = UnknownTopicPolicy(rawValue: text) else {
+                throw ConfigValidationError("expected 'reject' or 'drop', got '\(text)'")
+            }
+            self = value
+        }
+    }
+
+    /// How publishers authenticate.
+    public enum Auth: String, Sendable, Decodable, ConfigPlaceholder {
+        case apiKey = "api_key"
+        case none
+        public static var configPlaceholder: Auth { .apiKey }
+        public init(from decoder: any Decoder) throws {
+            let text = try decoder.singleValueContainer().decode(String.self)
+            guard let value = Auth(rawValue: text) else {
+                throw ConfigValidationError("expected 'api_key' or 'none', got '\(text)'")
+            }
+            self = value
+        }
+    }
+
+    public struct Config: Decodable, Sendable {
+        public var path: String
+        public var keys: [String]
+        public var keyHeader: String
+        public var auth: Auth
+        public var demoKey: Bool
+        public var maxBody: ConfigByteSize
+        public var maxBatch: Int
+        public var topics: [TopicPattern]
+        public var unknownTopic: UnknownTopicPolicy
+        public var defaultType: String
+
+        enum CodingKeys: String, CodingKey {
+            case path, keys, auth, topics
+            case keyHeader = "key_header"
+            case demoKey = "demo_key"
+            case maxBody = "max_body"
+            case maxBatch = "max_batch"
+            case unknownTopic = "unknown_topic"
+            case defaultType = "default_type"
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            path = try container.value(.path, default: "/api/publish")
+            keys = try container.value(.keys, default: []).filter { !$0.isEmpty }
+            keyHeader = try container.value(.keyHeader, default: "X-API-Key")
+            auth = try container.value(.auth, default: .apiKey)
+            demoKey = try container.value(.demoKey, default: false)
+            maxBody = try container.value(.maxBody, default: ConfigByteSize(bytes: 1024 * 1024))
+            maxBatch = try container.value(.maxBatch, default: 1000)
+            topics = try container.value(.topics, default: [TopicPattern.configPlaceholder])
+            unknownTopic = try container.value(.unknownTopic, default: .reject)
+            defaultType = try container.value(.defaultType, default: "message")
+            if !path.hasPrefix("/") {
+                throw ConfigValidationError("'path' must start with '/', got '\(path)'")
+            }
+            if auth == .apiKey && keys.isEmpty && !demoKey {
+                throw ConfigValidationError(
+                    "no API key configured for the webhook",
+                    hint: "set keys: [\"${PUBLISH_KEY}\"], or demo_key: true for a generated key, or auth: none"
+                )
+            }
+            if let short = keys.first(where: { $0.utf8.count < 16 }) {
+                _ = short
+                throw ConfigValidationError("API keys must be at least 16 characters", hint: "generate one with: openssl rand -hex 24")
+            }
+            if maxBatch < 1 { throw ConfigValidationError("'max_batch' must be at least 1") }
+        }
+    }
+
+    public static func build(config: Config, context: any SourceContext) async throws -> any EventSource {
+        var keys = config.keys
+        var generated: String?
+        if config.auth == .apiKey && keys.isEmpty && config.demoKey {
+            let key = randomKey()
+            keys = [key]
+            generated = key
+        }
+        let handler = WebhookHandler(config: config, keys: keys.map { Array($0.utf8) }, context: context)
+        var route = HTTPRoute(method: "POST", path: config.path, maxBodySize: config.maxBody.bytes) { request in
+            await handler.handle(request)
+        }
+        if let generated {
+            let path = config.path
+            let header = config.keyHeader
+            route.announcement = { baseURL in
+                """
+                webhook \(path): no publish key configured (SWITCHBOARD_PUBLISH_KEY is unset), using the demo key \(generated)
+                  try: curl -X POST \(baseURL)\(path) -H '\(header): \(generated)' -H 'Content-Type: application/json' -d '{"topic":"demo","type":"hello","data":{"text":"hi"}}'
+                """
+            }
+        }
+        context.registerRoute(route)
+        return WebhookRunner()
+    }
+
+    static func randomKey() -> String {
+        var generator = SystemRandomNumberGenerator()
+        let digits = Array("0123456789abcdef")
+        return String((0..<48).map { _ in digits[Int(generator.next() % 16)] })
+    }
+}
+
+/// The webhook needs no background work: its route does everything.
+struct WebhookRunner: EventSource {
+    func run() async throws {
+        while !Task.isCancelled {
+            try await Task.sleep(for: .seconds(3600))
+        }
+    }
+}
+
+/// Validates and publishes webhook bodies.
+struct WebhookHandler: Sendable {
+    let config: WebhookSource.Config
+    let keys: [[UInt8]]
+    let context: any SourceContext
+
+    func handle(_ request: HTTPRouteRequest) async -> HTTPRouteResponse {
+        if config.auth == .apiKey {
+            guard let presented = presentedKey(request) else {
+                return .error(401, code: "unauthorized", message: "missing API key: send it in the \(config.keyHeader) header or as Authorization: Bearer")
+            }
+            guard keyIsValid(Array(presented.utf8)) else {
+                return .error(401, code: "unauthorized", message: "invalid API key")
+            }
+        }
+        let body: JSONValue
+        do {
+            body = try JSONParser.parse(request.body.readableBytesView)
+        } catch {
+            var response = HTTPRouteResponse.error(400, code: "bad_json", message: "invalid JSON: \(error.description)")
+            response.body = [
+                "error": [
+                    "code": "bad_json", "message": .string("invalid JSON: \(error.message)"),
+                    "line": .int(Int64(error.line)), "column": .int(Int64(error.column)),
+                ]
+            ]
+            return response
+        }
+        let items: [JSONValue]
+        switch body {
+        case .array(let array): items = array
+        case .object: items = [body]
+        default:
+            return .error(400, code: "bad_event", message: "expected an event object or an array of them, got \(body.kindName)")
+        }
+        guard !items.isEmpty else { return .error(400, code: "bad_event", message: "the batch is empty") }
+        guard items.count <= config.maxBatch else {
+            return .error(413, code: "batch_too_large", message: "\(items.count) events in one body; at most \(config.maxBatch)")
+        }
+        var events: [Event] = []
+        var dropped = 0
+        let now = UnixTime.nowSeconds()
+        for (index, item) in items.enumerated() {
+            let label = items.count > 1 || body.arrayValue != nil ? "event [\(index)]: " : ""
+            guard case .object(let object) = item else {
+                return .error(400, code: "bad_event", message: "\(label)expected an object, got \(item.kindName)")
+            }
+            for key in object.keys where !["topic", "type", "data", "id"].contains(key) {
+                return .error(400, code: "bad_event", message: "\(label)unknown field '\(key)'; allowed: topic, type, data, id")
+            }
+            guard let topic = object["topic"]?.stringValue else {
+                return .error(400, code: "bad_event", message: "\(label)missing string field 'topic'")
+            }
+            guard let pattern = TopicPattern(topic), !pattern.isWildcard else {
+                return .error(400, code: "bad_topic", message: "\(label)invalid topic '\(topic)': 1–256 visible characters, no '*'")
+            }
+            let type: String
+            switch object["type"] {
+            case nil: type = config.defaultType
+            case .string(let value)?: type = value
+            case let other?: return .error(400, code: "bad_event", message: "\(label)'type' must be a string, got \(other.kindName)")
+            }
+            var id: String?
+            switch object["id"] {
+            case nil, .null?: id = nil
+            case .string(let value)?: id = value
+            case .int(let value)?: id = String(value)
+            case let other?: return .error(400, code: "bad_event", message: "\(label)'id' must be a string, got \(other.kindName)")
+            }
+            guard config.topics.covers(pattern) else {
+                if config.unknownTopic == .drop {
+                    dropped += 1
+                    continue
+                }
+                return .error(403, code: "topic_not_allowed", message: "\(label)topic '\(topic)' is not allowed on \(config.path)")
+            }
+            events.append(Event(topic: topic, type: type, data: object["data"] ?? .null, id: id, timestamp: now))
+        }
+        for event in events { context.emit(event) }
+        var result: JSONObject = JSONObject([("accepted", .int(Int64(events.count)))])
+        if dropped > 0 { result["dropped"] = .int(Int64(dropped)) }
+        return HTTPRouteResponse(status: 202, body: .object(result))
+    }
+
+    private func presentedKey(_ request: HTTPRouteRequest) -> String? {
+        if let value = request.header(config.keyHeader), !value.isEmpty { return value }
+        if let authorization = request.header("Authorization"), authorization.lowercased().hasPrefix("bearer ") {
+            return String(authorization.dropFirst(7)).trimmingSpaces()
+        }
+        return nil
+    }
+
+    /// Compares against every key in constant time per key, so timing tells nothing about
+    /// how much of a guess was right.
+    private func keyIsValid(_ presented: [UInt8]) -> Bool {
+        var match = false
+        for key in keys {
+            var difference = UInt8(key.count == presented.count ? 0 : 1)
+            for i in 0..<max(key.count, presented.count) {
+                let a = i < key.count ? key[i] : 0
+                let b = i < presented.count ? presented[i] : 0
+                difference |= a ^ b
+            }
+            match = match || difference == 0
+        }
+        return match
+    }
+}

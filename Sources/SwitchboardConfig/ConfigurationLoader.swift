@@ -1,0 +1,106 @@
+import Foundation
+import SwitchboardCore
+import Yams
+
+/// Every problem found in a configuration file, sorted by position.
+public struct ConfigurationError: Error, Sendable, CustomStringConvertible {
+    public var diagnostics: [Diagnostic]
+
+    public init(diagnostics: [Diagnostic]) {
+        self.diagnostics = diagnostics
+    }
+
+    /// One diagnostic per line.
+    public var description: String {
+        diagnostics.map(\.description).joined(separator: "\n")
+    }
+}
+
+/// Reads YAML into a validated ``GatewayConfiguration``, collecting all errors at once.
+///
+/// ```swift
+/// let config = try ConfigurationLoader(registry: registry).load(contentsOf: "configs/default.yaml")
+/// ```
+public struct ConfigurationLoader: Sendable {
+    /// Files larger than this are refused before parsing.
+    public static let maximumFileSize = 4 * 1024 * 1024
+
+    public var registry: PluginRegistry
+    public var environment: [String: String]
+
+    public init(registry: PluginRegistry, environment: [String: String] = ProcessInfo.processInfo.environment) {
+        self.registry = registry
+        self.environment = environment
+    }
+
+    /// Loads and validates the file at `path`.
+    public func load(contentsOf path: String) throws(ConfigurationError) -> GatewayConfiguration {
+        let data: Data
+        do {
+            data = try Data(contentsOf: URL(fileURLWithPath: path))
+        } catch {
+            throw ConfigurationError(diagnostics: [
+                Diagnostic(file: path, line: 1, column: 1, path: "", message: "cannot read file: \(error.localizedDescription)")
+            ])
+        }
+        guard data.count <= Self.maximumFileSize else {
+            throw ConfigurationError(diagnostics: [
+                Diagnostic(file: path, line: 1, column: 1, path: "", message: "file is larger than \(Self.maximumFileSize / 1024 / 1024)MiB")
+            ])
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw ConfigurationError(diagnostics: [
+                Diagnostic(file: path, line: 1, column: 1, path: "", message: "file is not valid UTF-8")
+            ])
+        }
+        return try load(yaml: text, file: path)
+    }
+
+    /// Loads and validates YAML text; `file` names it in diagnostics.
+    public func load(yaml: String, file: String) throws(ConfigurationError) -> GatewayConfiguration {
+        let root: Node
+        do {
+            guard let node = try Yams.compose(yaml: yaml) else {
+                throw ConfigurationError(diagnostics: [
+                    Diagnostic(file: file, line: 1, column: 1, path: "", message: "the configuration is empty", hint: "see configs/default.yaml")
+                ])
+            }
+            root = node
+        } catch let error as ConfigurationError {
+            throw error
+        } catch {
+            throw ConfigurationError(diagnostics: [Self.diagnostic(forYAMLError: error, file: file)])
+        }
+        let session = DecodingSession(file: file, environment: environment, registry: registry)
+        let decoder = NodeDecoder(session: session, node: root, path: [], plugin: nil)
+        let configuration = try? decoder.decodeValue(GatewayConfiguration.self, node: root, path: [])
+        session.reportUnknownKeys()
+        let diagnostics = session.sortedDiagnostics
+        if let configuration, diagnostics.isEmpty { return configuration }
+        if diagnostics.isEmpty {
+            throw ConfigurationError(diagnostics: [
+                Diagnostic(file: file, line: 1, column: 1, path: "", message: "the configuration could not be decoded")
+            ])
+        }
+        throw ConfigurationError(diagnostics: diagnostics)
+    }
+
+    static func diagnostic(forYAMLError error: any Error, file: String) -> Diagnostic {
+        switch error {
+        case YamlError.scanner(let context, let problem, let mark, _),
+            YamlError.parser(let context, let problem, let mark, _),
+            YamlError.composer(let context, let problem, let mark, _):
+            let detail = context.map { "\($0.text): " } ?? ""
+            return Diagnostic(file: file, line: mark.line, column: mark.column, path: "", message: "invalid YAML: \(detail)\(problem)")
+        case YamlError.duplicatedKeysInMapping(let duplicates, let context):
+            return Diagnostic(
+                file: file, line: context.mark.line, column: context.mark.column, path: "",
+                message: "duplicate keys in mapping: \(duplicates.joined(separator: ", "))"
+            )
+        case YamlError.reader(let problem, _, _, _):
+            return Diagnostic(file: file, line: 1, column: 1, path: "", message: "invalid YAML: \(problem)")
+        default:
+            return Diagnostic(file: file, line: 1, column: 1, path: "", message: "invalid YAML: \(error)")
+        }
+    }
+}

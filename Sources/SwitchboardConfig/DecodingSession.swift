@@ -1,0 +1,203 @@
+import Foundation
+import SwitchboardCore
+import Yams
+
+/// Signals that a problem was already recorded as a ``Diagnostic``; decoding of the
+/// enclosing value stops, its siblings go on.
+struct ReportedError: Error {}
+
+/// One step of a key path.
+enum PathComponent: Sendable {
+    case key(String)
+    case index(Int)
+}
+
+/// Renders a key path as `endpoints[0].filters[1]`.
+func renderPath(_ path: [PathComponent]) -> String {
+    var text = ""
+    for component in path {
+        switch component {
+        case .key(let key): text += text.isEmpty ? key : ".\(key)"
+        case .index(let index): text += "[\(index)]"
+        }
+    }
+    return text
+}
+
+/// Which keys of one YAML mapping some decoder asked about; what is left over is unknown.
+final class MappingTracker {
+    let pairs: [(key: String, keyMark: Mark?, value: Node)]
+    var asked: Set<String> = []
+    let path: [PathComponent]
+    let plugin: String?
+
+    init(pairs: [(key: String, keyMark: Mark?, value: Node)], path: [PathComponent], plugin: String?) {
+        self.pairs = pairs
+        self.path = path
+        self.plugin = plugin
+    }
+}
+
+/// State shared by all decoders of one configuration file: diagnostics, key trackers,
+/// the environment for `${VAR}` interpolation and the plugin registry.
+final class DecodingSession {
+    let file: String
+    let environment: [String: String]
+    let registry: PluginRegistry
+    private(set) var diagnostics: [Diagnostic] = []
+    private var trackers: [String: MappingTracker] = [:]
+    private var trackerOrder: [String] = []
+    private var abortedPaths: [String] = []
+
+    init(file: String, environment: [String: String], registry: PluginRegistry) {
+        self.file = file
+        self.environment = environment
+        self.registry = registry
+    }
+
+    func report(_ message: String, hint: String? = nil, mark: Mark?, path: [PathComponent], plugin: String?) {
+        var label = renderPath(path)
+        if let plugin { label += label.isEmpty ? "(\(plugin))" : " (\(plugin))" }
+        let diagnostic = Diagnostic(
+            file: file,
+            line: mark?.line ?? 1,
+            column: mark?.column ?? 1,
+            path: label,
+            message: message,
+            hint: hint
+        )
+        if !diagnostics.contains(diagnostic) { diagnostics.append(diagnostic) }
+    }
+
+    /// The tracker for a mapping node, shared by every container opened on it.
+    func tracker(for mapping: Node.Mapping, path: [PathComponent], plugin: String?) -> MappingTracker {
+        let key = "\(mapping.mark?.line ?? 0):\(mapping.mark?.column ?? 0):\(renderPath(path))"
+        if let existing = trackers[key] { return existing }
+        let pairs = mapping.map { pair in
+            (key: pair.key.scalar?.string ?? "", keyMark: pair.key.mark, value: pair.value)
+        }
+        let tracker = MappingTracker(pairs: pairs, path: path, plugin: plugin)
+        trackers[key] = tracker
+        trackerOrder.append(key)
+        return tracker
+    }
+
+    /// Notes that decoding under `path` stopped early, so its unasked keys are not "unknown".
+    func markAborted(_ path: [PathComponent]) {
+        abortedPaths.append(renderPath(path))
+    }
+
+    /// Reports every key no decoder asked about, with a "did you mean" hint.
+    func reportUnknownKeys() {
+        for key in trackerOrder {
+            guard let tracker = trackers[key] else { continue }
+            let rendered = renderPath(tracker.path)
+            if abortedPaths.contains(where: { rendered == $0 || rendered.hasPrefix($0 + ".") || rendered.hasPrefix($0 + "[") }) {
+                continue
+            }
+            let known = tracker.asked.sorted()
+            for pair in tracker.pairs where !tracker.asked.contains(pair.key) {
+                let hint: String
+                if let suggestion = Suggestion.closest(to: pair.key, in: known) {
+                    hint = "did you mean '\(suggestion)'?"
+                } else if known.isEmpty {
+                    hint = "this mapping takes no keys"
+                } else {
+                    hint = "expected one of: \(known.joined(separator: ", "))"
+                }
+                report("unknown key '\(pair.key)'", hint: hint, mark: pair.keyMark, path: tracker.path, plugin: tracker.plugin)
+            }
+        }
+    }
+
+    /// Diagnostics sorted by position.
+    var sortedDiagnostics: [Diagnostic] {
+        diagnostics.sorted { ($0.line, $0.column) < ($1.line, $1.column) }
+    }
+
+    // MARK: scalars
+
+    /// The scalar's text with `${VAR}` and `${VAR:-default}` replaced; `nil` after reporting.
+    func scalarText(_ node: Node, path: [PathComponent], plugin: String?, expected: String) -> String? {
+        guard case .scalar(let scalar) = node else {
+            report("expected \(expected), got \(describe(node))", mark: node.mark, path: path, plugin: plugin)
+            return nil
+        }
+        switch Interpolation.expand(scalar.string, environment: environment) {
+        case .success(let text): return text
+        case .failure(let error):
+            report(error.message, hint: error.hint, mark: scalar.mark, path: path, plugin: plugin)
+            return nil
+        }
+    }
+
+    func describe(_ node: Node) -> String {
+        switch node {
+        case .scalar(let scalar): return "'\(scalar.string)'"
+        case .mapping: return "a mapping"
+        case .sequence: return "a list"
+        case .alias: return "an alias"
+        }
+    }
+
+    /// Whether a node is YAML null (`~`, `null`, or nothing).
+    static func isNull(_ node: Node) -> Bool {
+        guard case .scalar(let scalar) = node, scalar.style == .plain else { return false }
+        return ["", "~", "null", "Null", "NULL"].contains(scalar.string)
+    }
+}
+
+/// `${VAR}` / `${VAR:-default}` expansion; `$${` writes a literal `${`.
+enum Interpolation {
+    static func expand(_ text: String, environment: [String: String]) -> Result<String, ConfigValidationError> {
+        guard text.contains("$") else { return .success(text) }
+        var output = ""
+        var rest = Substring(text)
+        while let dollar = rest.firstIndex(of: "$") {
+            output += rest[..<dollar]
+            let afterDollar = rest[rest.index(after: dollar)...]
+            if afterDollar.hasPrefix("${") {
+                output += "${"
+                rest = afterDollar.dropFirst(2)
+                continue
+            }
+            guard afterDollar.hasPrefix("{") else {
+                output += "$"
+                rest = afterDollar
+                continue
+            }
+            guard let close = afterDollar.firstIndex(of: "}") else {
+                return .failure(.init("unterminated '${' in '\(text)'", hint: "write ${NAME} or ${NAME:-default}"))
+            }
+            let inner = afterDollar[afterDollar.index(after: afterDollar.startIndex)..<close]
+            let name: Substring
+            var fallback: Substring?
+            if let separator = inner.range(of: ":-") {
+                name = inner[..<separator.lowerBound]
+                fallback = inner[separator.upperBound...]
+            } else {
+                name = inner
+            }
+            guard isValidName(name) else {
+                return .failure(.init("invalid environment variable name '\(name)'", hint: "names are letters, digits and '_', not starting with a digit"))
+            }
+            if let value = environment[String(name)], !(value.isEmpty && fallback != nil) {
+                output += value
+            } else if let fallback {
+                output += fallback
+            } else {
+                return .failure(.init("environment variable '\(name)' is not set", hint: "set it, or give a default with ${\(name):-value}"))
+            }
+            rest = afterDollar[afterDollar.index(after: close)...]
+        }
+        output += rest
+        return .success(output)
+    }
+
+    private static func isValidName(_ name: Substring) -> Bool {
+        guard let first = name.unicodeScalars.first, first == "_" || (first.properties.isAlphabetic && first.isASCII) else {
+            return false
+        }
+        return name.unicodeScalars.allSatisfy { $0.isASCII && ($0 == "_" || $0.properties.isAlphabetic || ("0"..."9").contains($0)) }
+    }
+}

@@ -1,0 +1,197 @@
+import SwitchboardCore
+import Yams
+
+/// One WebSocket endpoint: a path, the encoders clients may pick, the topics they may
+/// subscribe to, filters, heartbeats and limits. Folded into an immutable pipeline at start.
+public struct EndpointConfiguration: Sendable, Decodable {
+    /// Absolute path such as `/ws`.
+    public var path: String
+    /// Allowed encoder names; the first is the default.
+    public var encoders: [String]
+    /// Topic patterns clients may subscribe to (`*` = any).
+    public var topics: [TopicPattern]
+    /// Subscriptions every new connection starts with.
+    public var subscribe: [TopicPattern]
+    /// Filters in the order they run.
+    public var filters: [FilterConfiguration]
+    /// Protocol-level ping/pong.
+    public var heartbeat: HeartbeatConfiguration
+    /// Largest client message (after reassembly of fragments); larger → close 1009.
+    public var maxMessageSize: ConfigByteSize
+    /// Most subscriptions one connection may hold.
+    public var maxSubscriptions: Int
+    /// Outbound queue bounds and the slow-consumer policy.
+    public var sendQueue: SendQueueConfiguration
+    /// `pubsub` (default) or `echo` (conformance testing: every message is sent back).
+    public var mode: EndpointMode
+    var position: ConfigPosition?
+
+    enum CodingKeys: String, CodingKey {
+        case path, encoders, topics, subscribe, filters, heartbeat, mode
+        case maxMessageSize = "max_message_size"
+        case maxSubscriptions = "max_subscriptions"
+        case sendQueue = "send_queue"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        let node = decoder as? NodeDecoder
+        position = node?.node.mark
+        path = try container.decode(String.self, forKey: .path)
+        encoders = try container.value(.encoders, default: ["json"])
+        topics = try container.value(.topics, default: [TopicPattern("*")].compactMap { $0 })
+        subscribe = try container.value(.subscribe, default: [])
+        if container.contains(.filters) {
+            var list = try container.nestedUnkeyedContainer(forKey: .filters)
+            filters = list.decodeEach(FilterConfiguration.self)
+        } else {
+            filters = []
+        }
+        heartbeat = try container.value(.heartbeat, default: HeartbeatConfiguration())
+        maxMessageSize = try container.value(.maxMessageSize, default: ConfigByteSize(bytes: 64 * 1024))
+        maxSubscriptions = try container.value(.maxSubscriptions, default: 128)
+        sendQueue = try container.value(.sendQueue, default: SendQueueConfiguration())
+        mode = try container.value(.mode, default: .pubsub)
+
+        guard let node else { return }
+        if !path.hasPrefix("/") || path.contains("?") || path.contains(" ") {
+            node.report("endpoint path must start with '/' and contain no query or spaces, got '\(path)'", hint: "e.g. /ws", key: "path")
+        }
+        if encoders.isEmpty {
+            node.report("an endpoint needs at least one encoder", hint: "e.g. encoders: [json]", key: "encoders")
+        }
+        let known = node.session.registry.encoders.keys.sorted()
+        for name in encoders where node.session.registry.encoders[name] == nil {
+            let suggestion = Suggestion.closest(to: name, in: known).map { "did you mean '\($0)'? " } ?? ""
+            node.report("unknown encoder '\(name)'", hint: "\(suggestion)available: \(known.joined(separator: ", "))", key: "encoders")
+        }
+        if Set(encoders).count != encoders.count {
+            node.report("encoders are listed more than once", key: "encoders")
+        }
+        for pattern in subscribe where !topics.covers(pattern) {
+            node.report(
+                "default subscription '\(pattern)' is outside the endpoint's topics",
+                hint: "topics: \(topics.map(\.text).joined(separator: ", "))",
+                key: "subscribe"
+            )
+        }
+        if maxMessageSize.bytes < 125 || maxMessageSize.bytes > 64 * 1024 * 1024 {
+            node.report("max_message_size must be between 125 bytes and 64MiB, got \(maxMessageSize)", key: "max_message_size")
+        }
+        if maxSubscriptions < 1 {
+            node.report("max_subscriptions must be at least 1", key: "max_subscriptions")
+        }
+    }
+}
+
+/// How an endpoint treats client messages.
+public enum EndpointMode: String, Sendable, Decodable, ConfigPlaceholder {
+    /// The gateway protocol: subscribe, unsubscribe, ping.
+    case pubsub
+    /// Every data message is sent straight back (for the Autobahn conformance suite).
+    case echo
+
+    public static var configPlaceholder: EndpointMode { .pubsub }
+
+    public init(from decoder: any Decoder) throws {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        guard let mode = EndpointMode(rawValue: text) else {
+            throw ConfigValidationError("expected 'pubsub' or 'echo', got '\(text)'")
+        }
+        self = mode
+    }
+}
+
+/// One filter from an endpoint's `filters:` list.
+public struct FilterConfiguration: Sendable, Decodable {
+    /// The plugin's registered name.
+    public var plugin: String
+    /// The decoded plugin configuration, ready to build.
+    public var builder: FilterBuilder
+
+    enum CodingKeys: String, CodingKey { case plugin }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        plugin = try container.decode(String.self, forKey: .plugin)
+        guard let nodeDecoder = decoder as? NodeDecoder, !plugin.isEmpty else { throw ReportedError() }
+        let registry = nodeDecoder.session.registry
+        guard let factory = registry.filters[plugin] else {
+            let known = registry.filters.keys.sorted()
+            let suggestion = Suggestion.closest(to: plugin, in: known).map { "did you mean '\($0)'? " } ?? ""
+            let available = known.isEmpty ? "no filter plugins are registered in this build" : "available: \(known.joined(separator: ", "))"
+            nodeDecoder.report("unknown filter plugin '\(plugin)'", hint: "\(suggestion)\(available)", key: "plugin")
+            throw ReportedError()
+        }
+        builder = try factory.decode(nodeDecoder.forPlugin(plugin))
+    }
+}
+
+/// Protocol-level ping/pong: a ping every `interval`; no frame from the peer within
+/// `timeout` after a ping → the connection is dropped as dead.
+public struct HeartbeatConfiguration: Sendable, Decodable {
+    /// Time between pings; `0s` turns heartbeats off.
+    public var interval: ConfigDuration = .seconds(30)
+    /// How long to wait for any frame after a ping.
+    public var timeout: ConfigDuration = .seconds(10)
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey { case interval, timeout }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        interval = try container.value(.interval, default: .seconds(30))
+        timeout = try container.value(.timeout, default: .seconds(10))
+        if interval.nanoseconds > 0 && timeout.nanoseconds == 0 {
+            (decoder as? NodeDecoder)?.report("timeout must be greater than 0 when heartbeats are on", key: "timeout")
+        }
+    }
+}
+
+/// Outbound queue bounds per connection and what happens when a client reads too slowly.
+public struct SendQueueConfiguration: Sendable, Decodable {
+    /// Most messages waiting for one connection.
+    public var maxMessages: Int = 1024
+    /// Most bytes waiting for one connection.
+    public var maxBytes: ConfigByteSize = ConfigByteSize(bytes: 4 * 1024 * 1024)
+    /// What to do when either bound is hit.
+    public var policy: SlowConsumerPolicy = .dropOldest
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey {
+        case policy
+        case maxMessages = "max_messages"
+        case maxBytes = "max_bytes"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        maxMessages = try container.value(.maxMessages, default: 1024)
+        maxBytes = try container.value(.maxBytes, default: ConfigByteSize(bytes: 4 * 1024 * 1024))
+        policy = try container.value(.policy, default: .dropOldest)
+        if maxMessages < 1 {
+            (decoder as? NodeDecoder)?.report("max_messages must be at least 1", key: "max_messages")
+        }
+    }
+}
+
+/// The slow-consumer policy.
+public enum SlowConsumerPolicy: String, Sendable, Decodable, ConfigPlaceholder {
+    /// Drop the oldest queued messages to make room (the client sees a gap).
+    case dropOldest = "drop_oldest"
+    /// Close the connection with 1008 ("send queue overflow").
+    case disconnect
+
+    public static var configPlaceholder: SlowConsumerPolicy { .dropOldest }
+
+    public init(from decoder: any Decoder) throws {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        guard let policy = SlowConsumerPolicy(rawValue: text) else {
+            let suggestion = Suggestion.closest(to: text, in: ["drop_oldest", "disconnect"]).map { "did you mean '\($0)'?" }
+            throw ConfigValidationError("unknown policy '\(text)', expected 'drop_oldest' or 'disconnect'", hint: suggestion)
+        }
+        self = policy
+    }
+}

@@ -1,0 +1,138 @@
+import SwitchboardCore
+
+/// The whole gateway as one validated value: where to listen, which sources run and which
+/// endpoints clients connect to.
+public struct GatewayConfiguration: Sendable {
+    /// Address and port.
+    public var listener: ListenerConfiguration
+    /// Event sources, started in order.
+    public var sources: [SourceConfiguration]
+    /// WebSocket endpoints, matched by exact path.
+    public var endpoints: [EndpointConfiguration]
+    /// How long shutdown waits for clients to acknowledge the 1001 close.
+    public var shutdownGrace: ConfigDuration
+}
+
+extension GatewayConfiguration: Decodable {
+    enum CodingKeys: String, CodingKey {
+        case listener, sources, endpoints
+        case shutdownGrace = "shutdown_grace"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        listener = try container.value(.listener, default: ListenerConfiguration())
+        if container.contains(.sources) {
+            var list = try container.nestedUnkeyedContainer(forKey: .sources)
+            sources = list.decodeEach(SourceConfiguration.self)
+        } else {
+            sources = []
+        }
+        if container.contains(.endpoints) {
+            var list = try container.nestedUnkeyedContainer(forKey: .endpoints)
+            endpoints = list.decodeEach(EndpointConfiguration.self)
+        } else {
+            endpoints = []
+        }
+        shutdownGrace = try container.value(.shutdownGrace, default: .seconds(2))
+
+        guard let nodeDecoder = decoder as? NodeDecoder else { return }
+        if endpoints.isEmpty && sources.isEmpty {
+            nodeDecoder.report("the configuration defines neither sources nor endpoints", hint: "see configs/default.yaml for a starting point")
+        }
+        var seenPaths: [String: Int] = [:]
+        for (index, endpoint) in endpoints.enumerated() {
+            if let first = seenPaths[endpoint.path] {
+                nodeDecoder.session.report(
+                    "duplicate endpoint path '\(endpoint.path)'",
+                    hint: "already used by endpoints[\(first)]",
+                    mark: endpoint.position,
+                    path: [.key("endpoints"), .index(index), .key("path")],
+                    plugin: nil
+                )
+            } else {
+                seenPaths[endpoint.path] = index
+            }
+        }
+        var seenNames: [String: Int] = [:]
+        for (index, source) in sources.enumerated() {
+            if let first = seenNames[source.name] {
+                nodeDecoder.session.report(
+                    "duplicate source name '\(source.name)'",
+                    hint: "already used by sources[\(first)]; give each source a distinct 'name'",
+                    mark: source.position,
+                    path: [.key("sources"), .index(index)],
+                    plugin: source.plugin
+                )
+            } else {
+                seenNames[source.name] = index
+            }
+        }
+    }
+}
+
+/// Where the gateway listens. `SWITCHBOARD_HOST` / `SWITCHBOARD_PORT` and the CLI flags
+/// override it.
+public struct ListenerConfiguration: Sendable, Decodable {
+    /// Interface to bind, e.g. `0.0.0.0`, `127.0.0.1` or `::`.
+    public var host: String = "0.0.0.0"
+    /// TCP port; 0 picks a free one (the log says which).
+    public var port: Int = 8080
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey { case host, port }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        host = try container.value(.host, default: "0.0.0.0")
+        port = try container.value(.port, default: 8080)
+        if !(0...65535).contains(port) {
+            (decoder as? NodeDecoder)?.report("port \(port) is out of range", hint: "use 1–65535, or 0 for any free port", key: "port")
+        }
+        if host.isEmpty {
+            (decoder as? NodeDecoder)?.report("host must not be empty", hint: "use 0.0.0.0 for all interfaces", key: "host")
+        }
+    }
+}
+
+/// One source from the `sources:` list: kernel-level keys plus the plugin's own.
+public struct SourceConfiguration: Sendable, Decodable {
+    /// Unique name (defaults to the plugin name), used in logs, `/readyz` and `/stats`.
+    public var name: String
+    /// The plugin's registered name.
+    public var plugin: String
+    /// The decoded plugin configuration, ready to build.
+    public var builder: SourceBuilder
+    /// Position in the file, for later diagnostics.
+    var position: ConfigPosition?
+
+    enum CodingKeys: String, CodingKey { case name, plugin }
+
+    public init(name: String, plugin: String, builder: SourceBuilder) {
+        self.name = name
+        self.plugin = plugin
+        self.builder = builder
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        plugin = try container.decode(String.self, forKey: .plugin)
+        name = try container.value(.name, default: plugin)
+        guard let nodeDecoder = decoder as? NodeDecoder else { throw ReportedError() }
+        position = nodeDecoder.node.mark
+        let registry = nodeDecoder.session.registry
+        guard !plugin.isEmpty else { throw ReportedError() }
+        guard let factory = registry.sources[plugin] else {
+            let known = registry.sources.keys.sorted()
+            let suggestion = Suggestion.closest(to: plugin, in: known).map { "did you mean '\($0)'? " } ?? ""
+            nodeDecoder.report("unknown source plugin '\(plugin)'", hint: "\(suggestion)available: \(known.joined(separator: ", "))", key: "plugin")
+            throw ReportedError()
+        }
+        builder = try factory.decode(nodeDecoder.forPlugin(plugin))
+    }
+}
+
+typealias ConfigPosition = Yams.Mark
+
+import Yams

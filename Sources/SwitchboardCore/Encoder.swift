@@ -1,0 +1,75 @@
+import NIOCore
+
+/// Whether an encoder's output travels in WebSocket text or binary frames.
+public enum FrameKind: Sendable, Equatable {
+    case text
+    case binary
+}
+
+/// A message a client sends to the gateway, decoded by the connection's encoder.
+public enum ClientMessage: Sendable, Equatable {
+    /// Start receiving events of a topic or trailing-wildcard pattern (`"data":"topic:x"`).
+    case subscribe(String)
+    /// Stop receiving events of a topic or pattern.
+    case unsubscribe(String)
+    /// Application-level keep-alive; answered with `pong`.
+    case ping
+    /// Any other message kind this encoder understands but the kernel does not handle itself
+    /// (for example a token `refresh`); carries the type name and the whole message.
+    case other(type: String, message: JSONValue)
+}
+
+/// Why a client message could not be decoded; sent back as an `error` reply.
+public struct ClientMessageError: Error, Sendable, Equatable {
+    /// Machine-readable code (`bad_message`, `unknown_type`, …).
+    public var code: String
+    /// Human-readable explanation, including the parse position when there is one.
+    public var message: String
+
+    public init(code: String, message: String) {
+        self.code = code
+        self.message = message
+    }
+}
+
+/// A reply the gateway sends to one client (not a broadcast).
+public enum ServerReply: Sendable, Equatable {
+    /// Answer to a `ping` message.
+    case pong
+    /// Acknowledges a subscription so the client knows events will flow from now on.
+    case subscribed(String)
+    /// Acknowledges an unsubscription.
+    case unsubscribed(String)
+    /// Something the client sent was refused; the connection stays open.
+    case error(code: String, message: String)
+}
+
+/// Turns events into the bytes of one WebSocket message payload, and client payloads into
+/// ``ClientMessage``s.
+///
+/// Encoders run once per event and variant on the broadcast path, never per recipient, so
+/// they must be pure: the same event always yields the same bytes.
+public protocol EventEncoder: Sendable {
+    /// The format name used in YAML (`encoders: [json]`) and in `?format=`.
+    var name: String { get }
+    /// The `Sec-WebSocket-Protocol` value that selects this encoder.
+    var subprotocol: String { get }
+    /// Text or binary frames.
+    var frameKind: FrameKind { get }
+    /// Appends the payload for `event`.
+    func encode(_ event: Event, into buffer: inout ByteBuffer)
+    /// Appends the payload for a reply to one client; `timestamp` is seconds since the epoch.
+    func encode(_ reply: ServerReply, timestamp: Int64, into buffer: inout ByteBuffer)
+    /// Decodes one complete client message.
+    func decode(_ payload: ByteBuffer) -> Result<ClientMessage, ClientMessageError>
+}
+
+/// A sink encoder plugin: registered by ``typeName`` and named in endpoint `encoders:` lists.
+public protocol EncoderPlugin {
+    /// The name used in YAML.
+    static var typeName: String { get }
+    /// Summary and examples for generated docs.
+    static var spec: PluginSpec { get }
+    /// Creates the encoder.
+    static func make() -> any EventEncoder
+}

@@ -1,0 +1,55 @@
+/// One message travelling from a source to subscribers.
+///
+/// Sources build events; the kernel routes them by `topic`; encoders turn them into bytes.
+/// An event is immutable once published and shared by every recipient.
+public struct Event: Sendable, Equatable {
+    /// Routing key, e.g. `metrics` or `topic:orders`.
+    public var topic: String
+    /// Message type shown to clients (`metrics`, `topic_created`, `job_update`, …).
+    public var type: String
+    /// Payload.
+    public var data: JSONValue
+    /// Offset or id, when the source has one (stream ids, history sequence numbers).
+    public var id: String?
+    /// Seconds since the Unix epoch, as the host systems' protocols use.
+    public var timestamp: Int64
+
+    /// Creates an event; `timestamp` defaults to now.
+    public init(topic: String, type: String, data: JSONValue, id: String? = nil, timestamp: Int64? = nil) {
+        self.topic = topic
+        self.type = type
+        self.data = data
+        self.id = id
+        self.timestamp = timestamp ?? UnixTime.nowSeconds()
+    }
+}
+
+/// Wall-clock helpers (seconds and milliseconds since the Unix epoch).
+public enum UnixTime {
+    /// Current time in whole seconds.
+    public static func nowSeconds() -> Int64 {
+        nowMilliseconds() / 1000
+    }
+
+    /// Current time in milliseconds.
+    public static func nowMilliseconds() -> Int64 {
+        let duration = ContinuousClockReference.wallNow()
+        return duration
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+enum ContinuousClockReference {
+    static func wallNow() -> Int64 {
+        var spec = timespec()
+        clock_gettime(CLOCK_REALTIME, &spec)
+        return Int64(spec.tv_sec) * 1000 + Int64(spec.tv_nsec) / 1_000_000
+    }
+}

@@ -1,0 +1,96 @@
+import Logging
+
+/// The parts of a WebSocket upgrade request a filter may look at.
+public struct UpgradeRequest: Sendable {
+    /// Endpoint path, without the query.
+    public var path: String
+    /// Decoded query parameters in order.
+    public var query: [(name: String, value: String)]
+    /// Header fields in order.
+    public var headers: [(name: String, value: String)]
+    /// Peer IP address as text, when known.
+    public var remoteAddress: String?
+
+    public init(
+        path: String,
+        query: [(name: String, value: String)],
+        headers: [(name: String, value: String)],
+        remoteAddress: String?
+    ) {
+        self.path = path
+        self.query = query
+        self.headers = headers
+        self.remoteAddress = remoteAddress
+    }
+
+    /// The first header named `name` (case-insensitive).
+    public func header(_ name: String) -> String? {
+        let lowered = name.lowercased()
+        return headers.first { $0.name.lowercased() == lowered }?.value
+    }
+
+    /// The first query parameter named `name`.
+    public func queryValue(_ name: String) -> String? {
+        query.first { $0.name == name }?.value
+    }
+}
+
+/// Who a connection belongs to, as established by an auth filter.
+public struct Principal: Sendable, Equatable {
+    /// Subject or key name.
+    public var identity: String
+    /// Roles granted.
+    public var roles: [String]
+    /// Topic patterns this principal may subscribe to; `nil` means no restriction of its own.
+    public var topics: [TopicPattern]?
+    /// Seconds since the epoch when the credential expires, if it does.
+    public var expiresAt: Int64?
+
+    public init(identity: String, roles: [String] = [], topics: [TopicPattern]? = nil, expiresAt: Int64? = nil) {
+        self.identity = identity
+        self.roles = roles
+        self.topics = topics
+        self.expiresAt = expiresAt
+    }
+}
+
+/// A filter's verdict on an upgrade request.
+public enum FilterDecision: Sendable, Equatable {
+    /// Let the request through, optionally establishing or replacing the principal.
+    case admit(Principal?)
+    /// Refuse with an HTTP status before any WebSocket byte is sent.
+    case deny(status: Int, reason: String)
+}
+
+/// A filter in an endpoint's chain. Filters run in the order listed in YAML.
+public protocol Filter: Sendable {
+    /// Decides on the upgrade request. `principal` is what earlier filters established.
+    func admit(_ request: UpgradeRequest, principal: Principal?) async -> FilterDecision
+    /// Decides whether a connection may subscribe to `topic`; the default allows.
+    func allowSubscription(to topic: String, principal: Principal?) -> Bool
+}
+
+extension Filter {
+    public func allowSubscription(to topic: String, principal: Principal?) -> Bool { true }
+}
+
+/// What a filter may use while being built.
+public struct FilterContext: Sendable {
+    /// Path of the endpoint the filter belongs to.
+    public var endpointPath: String
+    /// Logger labelled with the filter.
+    public var logger: Logger
+
+    public init(endpointPath: String, logger: Logger) {
+        self.endpointPath = endpointPath
+        self.logger = logger
+    }
+}
+
+/// A filter plugin: config type, YAML name and builder.
+public protocol FilterPlugin {
+    associatedtype Config: Decodable & Sendable
+    static var typeName: String { get }
+    static var spec: PluginSpec { get }
+    static func build(config: Config, context: FilterContext) async throws -> any Filter
+}

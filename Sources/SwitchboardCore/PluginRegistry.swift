@@ -1,0 +1,81 @@
+/// A source plugin with its config decoding erased, as stored in the registry.
+public struct SourceFactory: Sendable {
+    public let typeName: String
+    public let spec: PluginSpec
+    /// Decodes the plugin's config and returns the builder bound to it.
+    public let decode: @Sendable (any Decoder) throws -> SourceBuilder
+
+    public init<P: SourcePlugin>(_ plugin: P.Type) {
+        self.typeName = P.typeName
+        self.spec = P.spec
+        self.decode = { decoder in
+            let config = try P.Config(from: decoder)
+            return SourceBuilder { context in try await P.build(config: config, context: context) }
+        }
+    }
+}
+
+/// A decoded source configuration, ready to build.
+public struct SourceBuilder: Sendable {
+    public let build: @Sendable (any SourceContext) async throws -> any EventSource
+}
+
+/// A filter plugin with its config decoding erased.
+public struct FilterFactory: Sendable {
+    public let typeName: String
+    public let spec: PluginSpec
+    public let decode: @Sendable (any Decoder) throws -> FilterBuilder
+
+    public init<P: FilterPlugin>(_ plugin: P.Type) {
+        self.typeName = P.typeName
+        self.spec = P.spec
+        self.decode = { decoder in
+            let config = try P.Config(from: decoder)
+            return FilterBuilder { context in try await P.build(config: config, context: context) }
+        }
+    }
+}
+
+/// A decoded filter configuration, ready to build.
+public struct FilterBuilder: Sendable {
+    public let build: @Sendable (FilterContext) async throws -> any Filter
+}
+
+/// An encoder plugin.
+public struct EncoderFactory: Sendable {
+    public let typeName: String
+    public let spec: PluginSpec
+    public let make: @Sendable () -> any EventEncoder
+
+    public init<P: EncoderPlugin>(_ plugin: P.Type) {
+        self.typeName = P.typeName
+        self.spec = P.spec
+        self.make = { P.make() }
+    }
+}
+
+/// Maps the `plugin:` names used in YAML to implementations.
+///
+/// The executable registers every built-in plugin in one file; tests build their own.
+public struct PluginRegistry: Sendable {
+    public private(set) var sources: [String: SourceFactory] = [:]
+    public private(set) var filters: [String: FilterFactory] = [:]
+    public private(set) var encoders: [String: EncoderFactory] = [:]
+
+    public init() {}
+
+    /// Registers a source plugin under its `typeName`.
+    public mutating func register<P: SourcePlugin>(source plugin: P.Type) {
+        sources[P.typeName] = SourceFactory(plugin)
+    }
+
+    /// Registers a filter plugin under its `typeName`.
+    public mutating func register<P: FilterPlugin>(filter plugin: P.Type) {
+        filters[P.typeName] = FilterFactory(plugin)
+    }
+
+    /// Registers an encoder plugin under its `typeName`.
+    public mutating func register<P: EncoderPlugin>(encoder plugin: P.Type) {
+        encoders[P.typeName] = EncoderFactory(plugin)
+    }
+}

@@ -1,0 +1,97 @@
+import SwitchboardConfig
+import SwitchboardCore
+
+/// One endpoint folded into an immutable value at start-up: encoders resolved to variants,
+/// filters built, limits in plain numbers. Nothing is looked up by name per message.
+public struct EndpointPipeline: Sendable {
+    /// An encoder a client may pick, with the kernel variant it maps to.
+    public struct EncoderChoice: Sendable {
+        public let encoder: any EventEncoder
+        public let variant: VariantID
+    }
+
+    public let path: String
+    /// Allowed encoders; the first is the default.
+    public let encoders: [EncoderChoice]
+    public let topics: [TopicPattern]
+    public let defaultSubscriptions: [TopicPattern]
+    public let filters: [any Filter]
+    public let heartbeatInterval: Duration
+    public let heartbeatTimeout: Duration
+    public let maxMessageSize: Int
+    public let maxSubscriptions: Int
+    public let sendQueue: SendQueueConfiguration
+    public let mode: EndpointMode
+    /// How long a close handshake may take before the socket is closed anyway.
+    public let closeTimeout: Duration
+
+    public init(
+        path: String,
+        encoders: [EncoderChoice],
+        topics: [TopicPattern],
+        defaultSubscriptions: [TopicPattern],
+        filters: [any Filter],
+        heartbeatInterval: Duration,
+        heartbeatTimeout: Duration,
+        maxMessageSize: Int,
+        maxSubscriptions: Int,
+        sendQueue: SendQueueConfiguration,
+        mode: EndpointMode,
+        closeTimeout: Duration = .seconds(2)
+    ) {
+        self.path = path
+        self.encoders = encoders
+        self.topics = topics
+        self.defaultSubscriptions = defaultSubscriptions
+        self.filters = filters
+        self.heartbeatInterval = heartbeatInterval
+        self.heartbeatTimeout = heartbeatTimeout
+        self.maxMessageSize = maxMessageSize
+        self.maxSubscriptions = maxSubscriptions
+        self.sendQueue = sendQueue
+        self.mode = mode
+        self.closeTimeout = closeTimeout
+    }
+
+    /// Why a handshake's encoder request cannot be met.
+    public struct NegotiationError: Error, Sendable, Equatable {
+        public let message: String
+    }
+
+    /// Picks the encoder from `?format=` or the `Sec-WebSocket-Protocol` offers.
+    ///
+    /// Returns the choice and, when it came from a subprotocol offer, the subprotocol to
+    /// echo in the response (RFC 6455 §4.2.2).
+    public func negotiate(format: String?, offeredSubprotocols: [String]) -> Result<(EncoderChoice, String?), NegotiationError> {
+        if let format {
+            guard let choice = encoders.first(where: { $0.encoder.name == format }) else {
+                let allowed = encoders.map(\.encoder.name).joined(separator: ", ")
+                return .failure(.init(message: "format '\(format)' is not offered on \(path); allowed: \(allowed)"))
+            }
+            let echoed = offeredSubprotocols.contains(choice.encoder.subprotocol) ? choice.encoder.subprotocol : nil
+            return .success((choice, echoed))
+        }
+        let known = offeredSubprotocols.filter { offer in
+            encoders.contains { $0.encoder.subprotocol == offer }
+        }
+        if let first = known.first, let choice = encoders.first(where: { $0.encoder.subprotocol == first }) {
+            return .success((choice, first))
+        }
+        let ours = offeredSubprotocols.filter { $0.hasPrefix("switchboard.") }
+        if !ours.isEmpty {
+            let allowed = encoders.map(\.encoder.subprotocol).joined(separator: ", ")
+            return .failure(.init(message: "subprotocol '\(ours[0])' is not offered on \(path); allowed: \(allowed)"))
+        }
+        guard let first = encoders.first else {
+            return .failure(.init(message: "endpoint \(path) has no encoder"))
+        }
+        return .success((first, nil))
+    }
+
+    /// Whether a connection with `principal` may subscribe to `pattern`.
+    public func mayTopic(_ pattern: TopicPattern, principal: Principal?) -> Bool {
+        guard topics.covers(pattern) else { return false }
+        if let allowed = principal?.topics, !allowed.covers(pattern) { return false }
+        return filters.allSatisfy { $0.allowSubscription(to: pattern.text, principal: principal) }
+    }
+}

@@ -1,0 +1,150 @@
+import Logging
+import NIOCore
+import Synchronization
+import SwitchboardConfig
+import SwitchboardCore
+
+/// Everything the server needs, built once from a validated configuration: the kernel,
+/// one pipeline per endpoint, the built sources and the routes they registered.
+public struct GatewayAssembly: Sendable {
+    public let kernel: Kernel
+    public let pipelines: [EndpointPipeline]
+    public let sources: [(name: String, source: any EventSource)]
+    public let routes: [HTTPRoute]
+    public let supervisor: SourceSupervisor
+    /// Set by the server so timers can publish the gateway's stats.
+    public let statsProvider: StatsProviderBox
+
+    /// Builds encoders, filters and sources. Throws when a plugin's `build` refuses.
+    public static func assemble(
+        configuration: GatewayConfiguration,
+        registry: PluginRegistry,
+        eventLoopGroup: any EventLoopGroup,
+        logger: Logger
+    ) async throws -> GatewayAssembly {
+        var encoderNames: [String] = []
+        for endpoint in configuration.endpoints {
+            for name in endpoint.encoders where !encoderNames.contains(name) { encoderNames.append(name) }
+        }
+        var encoders: [any EventEncoder] = []
+        for name in encoderNames {
+            guard let factory = registry.encoders[name] else { throw AssemblyError("unknown encoder '\(name)'") }
+            encoders.append(factory.make())
+        }
+        let variants = VariantTable(encoders: encoders)
+        let kernel = Kernel(eventLoopGroup: eventLoopGroup, variants: variants)
+
+        var pipelines: [EndpointPipeline] = []
+        for endpoint in configuration.endpoints {
+            var filters: [any Filter] = []
+            for filter in endpoint.filters {
+                var filterLogger = logger
+                filterLogger[metadataKey: "filter"] = .string(filter.plugin)
+                filters.append(try await filter.builder.build(FilterContext(endpointPath: endpoint.path, logger: filterLogger)))
+            }
+            let choices = endpoint.encoders.compactMap { name -> EndpointPipeline.EncoderChoice? in
+                guard let variant = variants.variant(forEncoder: name) else { return nil }
+                return .init(encoder: variants.entries[variant.index].encoder, variant: variant)
+            }
+            pipelines.append(
+                EndpointPipeline(
+                    path: endpoint.path,
+                    encoders: choices,
+                    topics: endpoint.topics,
+                    defaultSubscriptions: endpoint.subscribe,
+                    filters: filters,
+                    heartbeatInterval: endpoint.heartbeat.interval.duration,
+                    heartbeatTimeout: endpoint.heartbeat.timeout.duration,
+                    maxMessageSize: endpoint.maxMessageSize.bytes,
+                    maxSubscriptions: endpoint.maxSubscriptions,
+                    sendQueue: endpoint.sendQueue,
+                    mode: endpoint.mode,
+                    closeTimeout: configuration.shutdownGrace.duration
+                )
+            )
+        }
+
+        let supervisor = SourceSupervisor(logger: logger)
+        let statsProvider = StatsProviderBox()
+        let routes = RouteCollector()
+        var sources: [(name: String, source: any EventSource)] = []
+        for source in configuration.sources {
+            var sourceLogger = logger
+            sourceLogger[metadataKey: "source"] = .string(source.name)
+            let context = KernelSourceContext(
+                sourceName: source.name,
+                logger: sourceLogger,
+                kernel: kernel,
+                routes: routes,
+                supervisor: supervisor,
+                statsProvider: statsProvider
+            )
+            supervisor.register(name: source.name, plugin: source.plugin)
+            do {
+                sources.append((source.name, try await source.builder.build(context)))
+            } catch {
+                throw AssemblyError("source '\(source.name)' (\(source.plugin)): \(error)")
+            }
+        }
+        return GatewayAssembly(
+            kernel: kernel,
+            pipelines: pipelines,
+            sources: sources,
+            routes: routes.all,
+            supervisor: supervisor,
+            statsProvider: statsProvider
+        )
+    }
+}
+
+/// A plugin refused to build.
+public struct AssemblyError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Holds the function that produces the gateway's stats (set once the server exists).
+public final class StatsProviderBox: Sendable {
+    private let provider = Mutex<(@Sendable () async -> JSONValue)?>(nil)
+
+    public init() {}
+
+    public func set(_ function: @escaping @Sendable () async -> JSONValue) {
+        provider.withLock { $0 = function }
+    }
+
+    public func snapshot() async -> JSONValue {
+        guard let function = provider.withLock({ $0 }) else { return .object(JSONObject()) }
+        return await function()
+    }
+}
+
+final class RouteCollector: Sendable {
+    private let routes = Mutex<[HTTPRoute]>([])
+    func add(_ route: HTTPRoute) { routes.withLock { $0.append(route) } }
+    var all: [HTTPRoute] { routes.withLock { $0 } }
+}
+
+/// The ``SourceContext`` the kernel hands to each source.
+final class KernelSourceContext: SourceContext {
+    let sourceName: String
+    let logger: Logger
+    private let kernel: Kernel
+    private let routes: RouteCollector
+    private let supervisor: SourceSupervisor
+    private let statsProvider: StatsProviderBox
+
+    init(sourceName: String, logger: Logger, kernel: Kernel, routes: RouteCollector, supervisor: SourceSupervisor, statsProvider: StatsProviderBox) {
+        self.sourceName = sourceName
+        self.logger = logger
+        self.kernel = kernel
+        self.routes = routes
+        self.supervisor = supervisor
+        self.statsProvider = statsProvider
+    }
+
+    func emit(_ event: Event) { kernel.publish(event) }
+    func registerRoute(_ route: HTTPRoute) { routes.add(route) }
+    func statsSnapshot() async -> JSONValue { await statsProvider.snapshot() }
+    func reportHealth(_ health: SourceHealth) { supervisor.update(name: sourceName, health: health) }
+}

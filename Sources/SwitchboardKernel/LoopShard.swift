@@ -1,0 +1,107 @@
+import NIOCore
+import Synchronization
+import SwitchboardCore
+
+/// The kernel's state for one event loop: the topic router of the connections living on
+/// that loop, and the fan-out into them.
+///
+/// Every method except the atomic counters must run on ``eventLoop``. The kernel hops to
+/// each loop once per event; inside the loop, delivery is plain writes with no locks and
+/// no allocation per recipient, and flushes are batched once per loop tick so frames for
+/// the same connection leave together in one `writev`.
+public final class LoopShard: @unchecked Sendable {
+    public let eventLoop: any EventLoop
+    private var router = TopicRouter<any Subscriber>()
+    private var sequence: UInt64 = 0
+    private var pendingFlush: [any Subscriber] = []
+    private var flushScheduled = false
+    private let counters: KernelCounters
+    /// Subscriptions on this loop; read from other threads to skip idle loops.
+    let subscriptionCount = Atomic<Int>(0)
+
+    init(eventLoop: any EventLoop, counters: KernelCounters) {
+        self.eventLoop = eventLoop
+        self.counters = counters
+    }
+
+    /// Subscribes; `false` if already subscribed to exactly this pattern.
+    public func subscribe(_ pattern: TopicPattern, _ subscriber: any Subscriber) -> Bool {
+        eventLoop.preconditionInEventLoop()
+        let added = router.subscribe(pattern, subscriber)
+        subscriptionCount.store(router.subscriptionCount, ordering: .relaxed)
+        return added
+    }
+
+    /// Unsubscribes; `false` if there was no such subscription.
+    @discardableResult
+    public func unsubscribe(_ pattern: TopicPattern, _ subscriber: any Subscriber) -> Bool {
+        eventLoop.preconditionInEventLoop()
+        let removed = router.unsubscribe(pattern, subscriber)
+        subscriptionCount.store(router.subscriptionCount, ordering: .relaxed)
+        return removed
+    }
+
+    /// Delivers one prepared event to every matching subscriber on this loop.
+    func deliver(_ prepared: PreparedEvent) {
+        sequence &+= 1
+        let current = sequence
+        var delivered = 0
+        var cachedVariant = VariantID(index: -1)
+        var cachedFrame = ByteBuffer()
+        router.forEachMatch(prepared.event.topic) { subscriber in
+            guard subscriber.lastDeliverySequence != current else { return }
+            subscriber.lastDeliverySequence = current
+            let variant = subscriber.variant
+            if variant != cachedVariant {
+                cachedFrame = prepared.frame(for: variant)
+                cachedVariant = variant
+            }
+            if subscriber.enqueue(cachedFrame) {
+                delivered += 1
+            }
+            if !subscriber.isPendingFlush {
+                subscriber.isPendingFlush = true
+                pendingFlush.append(subscriber)
+            }
+        }
+        if delivered > 0 { counters.deliveries.add(delivered, ordering: .relaxed) }
+        scheduleFlush()
+    }
+
+    /// Marks a subscriber for the next batched flush (used for replies as well).
+    public func needsFlush(_ subscriber: any Subscriber) {
+        eventLoop.preconditionInEventLoop()
+        if !subscriber.isPendingFlush {
+            subscriber.isPendingFlush = true
+            pendingFlush.append(subscriber)
+        }
+        scheduleFlush()
+    }
+
+    private func scheduleFlush() {
+        guard !flushScheduled, !pendingFlush.isEmpty else { return }
+        flushScheduled = true
+        // Runs after the deliveries already queued on this loop, so bursts coalesce.
+        eventLoop.execute { self.flushPending() }
+    }
+
+    private func flushPending() {
+        flushScheduled = false
+        let batch = pendingFlush
+        pendingFlush.removeAll(keepingCapacity: true)
+        for subscriber in batch {
+            subscriber.isPendingFlush = false
+            subscriber.flush()
+        }
+    }
+
+    /// Counts frames a slow-consumer policy dropped.
+    public func recordDrops(_ count: Int) {
+        counters.dropped.add(count, ordering: .relaxed)
+    }
+
+    /// Subscriber counts per pattern on this loop.
+    func countsByPattern() -> [String: Int] {
+        router.countsByPattern
+    }
+}

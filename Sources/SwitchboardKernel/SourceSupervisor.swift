@@ -1,0 +1,93 @@
+import Logging
+import Synchronization
+import SwitchboardCore
+
+/// The health of one source as shown in `/readyz` and `/stats`.
+public struct SourceStatus: Sendable, Equatable {
+    public var name: String
+    public var plugin: String
+    public var health: SourceHealth
+    /// Milliseconds since the epoch of the last state change.
+    public var since: Int64
+    /// How many times the source was restarted after failing.
+    public var restarts: Int
+}
+
+/// Runs sources, restarts failed ones with backoff, and tracks their health.
+///
+/// Reconnecting is the kernel's job, not each plugin's: a source throws from `run()` when
+/// it loses its backend and the supervisor tries again later, logging once per state
+/// change rather than once per retry.
+public final class SourceSupervisor: Sendable {
+    private let states = Mutex<[String: SourceStatus]>([:])
+    private let order = Mutex<[String]>([])
+    private let logger: Logger
+    private let backoff: Backoff
+
+    public init(logger: Logger, backoff: Backoff = Backoff()) {
+        self.logger = logger
+        self.backoff = backoff
+    }
+
+    /// Declares a source so it shows up as `starting` before it runs.
+    public func register(name: String, plugin: String) {
+        states.withLock { $0[name] = SourceStatus(name: name, plugin: plugin, health: .starting, since: UnixTime.nowMilliseconds(), restarts: 0) }
+        order.withLock { $0.append(name) }
+    }
+
+    /// Records a health change; logs only when the state label changes.
+    public func update(name: String, health: SourceHealth) {
+        let changed: (old: SourceHealth, new: SourceHealth)? = states.withLock { states in
+            guard var status = states[name] else { return nil }
+            let old = status.health
+            guard old != health else { return nil }
+            status.health = health
+            if old.label != health.label { status.since = UnixTime.nowMilliseconds() }
+            if case .retrying = health, case .retrying = old {} else if case .retrying = health { status.restarts += 1 }
+            states[name] = status
+            return old.label == health.label ? nil : (old, health)
+        }
+        guard let changed else { return }
+        var metadata: Logger.Metadata = ["source": .string(name), "state": .string(changed.new.label)]
+        switch changed.new {
+        case .retrying(let error), .failed(let error):
+            metadata["error"] = .string(error)
+            logger.warning("source state changed", metadata: metadata)
+        default:
+            logger.info("source state changed", metadata: metadata)
+        }
+    }
+
+    /// Current statuses in registration order.
+    public func statuses() -> [SourceStatus] {
+        let names = order.withLock { $0 }
+        return states.withLock { states in names.compactMap { states[$0] } }
+    }
+
+    /// Whether every source is connected (or has finished on its own).
+    public var isReady: Bool {
+        statuses().allSatisfy { $0.health == .connected || $0.health == .stopped }
+    }
+
+    /// Runs one source until the task is cancelled, restarting it with backoff when it throws.
+    public func supervise(name: String, source: any EventSource) async {
+        var backoff = self.backoff
+        while !Task.isCancelled {
+            update(name: name, health: .connected)
+            let started = ContinuousClock.now
+            do {
+                try await source.run()
+                if Task.isCancelled { break }
+                update(name: name, health: .stopped)
+                return
+            } catch {
+                if Task.isCancelled { break }
+                if ContinuousClock.now - started > .seconds(30) { backoff.reset() }
+                update(name: name, health: .retrying(lastError: "\(error)"))
+                let delay = backoff.nextDelay()
+                do { try await Task.sleep(for: delay) } catch { break }
+            }
+        }
+        update(name: name, health: .stopped)
+    }
+}

@@ -1,0 +1,19 @@
+import NIOCore
+
+/// A connection as the kernel sees it: something on one event loop that takes frames.
+///
+/// Implemented by the server's WebSocket handler (and by test doubles). All calls happen
+/// on the subscriber's own event loop, from its ``LoopShard``.
+public protocol Subscriber: AnyObject {
+    /// Which wire form this subscriber receives.
+    var variant: VariantID { get }
+    /// Scratch space for the shard: the sequence number of the last event delivered, so a
+    /// subscriber matched by several patterns gets each event once.
+    var lastDeliverySequence: UInt64 { get set }
+    /// Whether the subscriber is in the shard's list of connections to flush.
+    var isPendingFlush: Bool { get set }
+    /// Queues one complete frame (no flush). Returns `false` if the frame was dropped.
+    func enqueue(_ frame: ByteBuffer) -> Bool
+    /// Flushes what ``enqueue(_:)`` queued.
+    func flush()
+}

@@ -1,0 +1,254 @@
+import Hummingbird
+import HummingbirdCore
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import UnixSignals
+import HTTPTypes
+import Synchronization
+import SwitchboardConfig
+import SwitchboardCore
+import SwitchboardKernel
+
+/// The assembled gateway: kernel, endpoints, sources and the HTTP/WebSocket server on one
+/// port.
+///
+/// ```swift
+/// let gateway = try await Gateway.make(configuration: config, registry: registry, logger: logger)
+/// try await gateway.run()   // until SIGINT/SIGTERM
+/// ```
+public final class Gateway: Sendable {
+    public let configuration: GatewayConfiguration
+    public let assembly: GatewayAssembly
+    let endpoints: [String: EndpointRuntime]
+    let logger: Logger
+    let eventLoopGroup: any EventLoopGroup
+    let started = UnixTime.nowMilliseconds()
+    private let boundPort = Mutex<Int?>(nil)
+    private let serviceGroup = Mutex<ServiceGroup?>(nil)
+
+    /// Builds everything; nothing listens yet.
+    public static func make(
+        configuration: GatewayConfiguration,
+        registry: PluginRegistry,
+        logger: Logger,
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) async throws -> Gateway {
+        let assembly = try await GatewayAssembly.assemble(
+            configuration: configuration,
+            registry: registry,
+            eventLoopGroup: eventLoopGroup,
+            logger: logger
+        )
+        return Gateway(configuration: configuration, assembly: assembly, logger: logger, eventLoopGroup: eventLoopGroup)
+    }
+
+    private init(configuration: GatewayConfiguration, assembly: GatewayAssembly, logger: Logger, eventLoopGroup: any EventLoopGroup) {
+        self.configuration = configuration
+        self.assembly = assembly
+        self.logger = logger
+        self.eventLoopGroup = eventLoopGroup
+        var endpoints: [String: EndpointRuntime] = [:]
+        for pipeline in assembly.pipelines { endpoints[pipeline.path] = EndpointRuntime(pipeline: pipeline) }
+        self.endpoints = endpoints
+    }
+
+    /// The port actually bound (useful with port 0), once the server runs.
+    public var port: Int? { boundPort.withLock { $0 } }
+
+    /// Runs until SIGINT/SIGTERM (when `handleSignals`) or ``shutdown()``: closes WebSocket
+    /// clients with 1001, stops sources, then returns.
+    public func run(handleSignals: Bool = true, onRunning: (@Sendable (Int) async -> Void)? = nil) async throws {
+        assembly.statsProvider.set { [self] in await self.statsSnapshot() }
+        let router = Router(context: GatewayRequestContext.self)
+        addRoutes(to: router)
+
+        let endpoints = self.endpoints
+        let kernel = assembly.kernel
+        let logger = self.logger
+        let server = HTTPServerBuilder { responder in
+            GatewayChildChannel(responder: responder, endpoints: endpoints, kernel: kernel, logger: logger)
+        }
+        let listener = configuration.listener
+        let routes = assembly.routes
+        let application = Application(
+            router: router,
+            server: server,
+            configuration: .init(address: .hostname(listener.host, port: listener.port), serverName: nil),
+            onServerRunning: { [self] channel in
+                let port = channel.localAddress?.port ?? listener.port
+                self.boundPort.withLock { $0 = port }
+                let displayHost = listener.host == "0.0.0.0" || listener.host == "::" ? "localhost" : listener.host
+                let base = "http://\(displayHost):\(port)"
+                logger.info("switchboard listening", metadata: [
+                    "address": .string("\(listener.host):\(port)"),
+                    "endpoints": .string(endpoints.keys.sorted().map { "ws://\(displayHost):\(port)\($0)" }.joined(separator: " ")),
+                ])
+                for route in routes {
+                    if let announcement = route.announcement?(base) {
+                        for line in announcement.split(separator: "\n") { logger.notice("\(line)") }
+                    }
+                }
+                await onRunning?(port)
+            },
+            eventLoopGroupProvider: .shared(eventLoopGroup),
+            logger: logger
+        )
+        let sources = SourcesService(supervisor: assembly.supervisor, sources: assembly.sources)
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [
+                    .init(service: sources),
+                    .init(service: application, successTerminationBehavior: .gracefullyShutdownGroup),
+                ],
+                gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [],
+                logger: logger
+            )
+        )
+        serviceGroup.withLock { $0 = group }
+        try await group.run()
+        logger.info("switchboard stopped")
+    }
+
+    /// Starts a graceful shutdown of a running gateway.
+    public func shutdown() async {
+        let group = serviceGroup.withLock { $0 }
+        await group?.triggerGracefulShutdown()
+    }
+
+    // MARK: routes
+
+    private func addRoutes(to router: Router<GatewayRequestContext>) {
+        router.get("/healthz") { _, _ in
+            Self.json(["status": "ok"], status: .ok)
+        }
+        router.get("/readyz") { [self] _, _ in
+            let statuses = assembly.supervisor.statuses()
+            let ready = assembly.supervisor.isReady
+            return Self.json(
+                [
+                    "status": .string(ready ? "ready" : "degraded"),
+                    "sources": .array(statuses.map(Self.sourceJSON)),
+                ],
+                status: ready ? .ok : .serviceUnavailable
+            )
+        }
+        router.get("/stats") { [self] _, _ in
+            Self.json(await statsSnapshot(), status: .ok)
+        }
+        for path in endpoints.keys {
+            router.get(RouterPath(path)) { _, _ in
+                Self.json(
+                    ["error": ["code": "upgrade_required", "message": .string("\(path) is a WebSocket endpoint: connect with a WebSocket client")]],
+                    status: .upgradeRequired
+                )
+            }
+        }
+        for route in assembly.routes {
+            let limit = route.maxBodySize
+            let handler = route.handler
+            router.on(RouterPath(route.path), method: HTTPRequest.Method(route.method) ?? .post) { request, context in
+                var request = request
+                let body: ByteBuffer
+                do {
+                    body = try await request.collectBody(upTo: limit)
+                } catch {
+                    return Self.json(
+                        ["error": ["code": "body_too_large", "message": .string("request body is larger than \(limit) bytes")]],
+                        status: .contentTooLarge
+                    )
+                }
+                let routeRequest = HTTPRouteRequest(
+                    headers: request.headers.map { (name: $0.name.rawName, value: $0.value) },
+                    query: request.uri.queryParameters.map { (name: String($0.key), value: String($0.value)) },
+                    body: body,
+                    remoteAddress: context.remoteAddress?.ipAddress
+                )
+                let response = await handler(routeRequest)
+                var headers = HTTPFields()
+                for header in response.headers {
+                    if let name = HTTPField.Name(header.name) { headers[name] = header.value }
+                }
+                return Self.json(response.body, status: .init(code: response.status), extraHeaders: headers)
+            }
+        }
+    }
+
+    static func json(_ value: JSONValue, status: HTTPResponse.Status, extraHeaders: HTTPFields = [:]) -> Response {
+        var buffer = ByteBuffer()
+        JSONWriter.write(value, into: &buffer)
+        buffer.writeStaticString("\n")
+        var headers = extraHeaders
+        headers[.contentType] = "application/json"
+        return Response(status: status, headers: headers, body: .init(byteBuffer: buffer))
+    }
+
+    static func sourceJSON(_ status: SourceStatus) -> JSONValue {
+        var object = JSONObject([
+            ("name", .string(status.name)),
+            ("plugin", .string(status.plugin)),
+            ("state", .string(status.health.label)),
+            ("since_ms", .int(status.since)),
+            ("restarts", .int(Int64(status.restarts))),
+        ])
+        switch status.health {
+        case .retrying(let error), .failed(let error): object["last_error"] = .string(error)
+        default: break
+        }
+        return .object(object)
+    }
+
+    // MARK: stats
+
+    /// What `/stats` returns (and what a `timer` with `emit: stats` publishes).
+    public func statsSnapshot() async -> JSONValue {
+        let counters = assembly.kernel.counters
+        var perEndpoint = JSONObject()
+        var totalConnections = 0
+        for path in endpoints.keys.sorted() {
+            guard let runtime = endpoints[path] else { continue }
+            let open = runtime.connections.load(ordering: .relaxed)
+            totalConnections += open
+            perEndpoint[path] = [
+                "connections": .int(Int64(open)),
+                "accepted": .int(Int64(runtime.accepted.load(ordering: .relaxed))),
+                "rejected": .int(Int64(runtime.rejected.load(ordering: .relaxed))),
+                "closed_for_cause": .int(Int64(runtime.closedForCause.load(ordering: .relaxed))),
+            ]
+        }
+        var topics = JSONObject()
+        for (pattern, count) in await assembly.kernel.subscriberCounts().sorted(by: { $0.key < $1.key }) {
+            topics.entries.append((pattern, .int(Int64(count))))
+        }
+        return [
+            "uptime_seconds": .int((UnixTime.nowMilliseconds() - started) / 1000),
+            "connections": [
+                "total": .int(Int64(totalConnections)),
+                "per_endpoint": .object(perEndpoint),
+            ],
+            "subscribers": .object(topics),
+            "events_in": .int(Int64(counters.eventsIn.load(ordering: .relaxed))),
+            "deliveries_out": .int(Int64(counters.deliveries.load(ordering: .relaxed))),
+            "encodes": .int(Int64(counters.encodes.load(ordering: .relaxed))),
+            "dropped": .int(Int64(counters.dropped.load(ordering: .relaxed))),
+            "sources": .array(assembly.supervisor.statuses().map(Self.sourceJSON)),
+        ]
+    }
+}
+
+/// Runs every source under the supervisor until graceful shutdown.
+struct SourcesService: Service {
+    let supervisor: SourceSupervisor
+    let sources: [(name: String, source: any EventSource)]
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            await withDiscardingTaskGroup { group in
+                for (name, source) in sources {
+                    group.addTask { await supervisor.supervise(name: name, source: source) }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,242 @@
+import HTTPTypes
+import Hummingbird
+import HummingbirdCore
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOHTTPTypes
+import NIOHTTPTypesHTTP1
+import NIOWebSocket
+import Synchronization
+import SwitchboardCore
+import SwitchboardKernel
+
+/// The child channel of the gateway's one port: HTTP/1.1 handled by Hummingbird, and
+/// WebSocket upgrades on configured endpoint paths handed to ``WebSocketConnectionHandler``.
+///
+/// Hummingbird's own WebSocket channel runs an async handler per connection; the gateway
+/// needs a plain NIO handler bound to the connection's event loop so that the kernel can
+/// write shared prepared frames directly, hence this channel type.
+struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
+    /// What the upgrade negotiation decided.
+    enum UpgradeResult: Sendable {
+        case websocket(any Channel)
+        case notUpgraded(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>)
+        case refused(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>, UpgradeRefusal)
+    }
+
+    /// An HTTP answer to a refused upgrade.
+    struct UpgradeRefusal: Sendable {
+        var status: Int
+        var code: String
+        var message: String
+    }
+
+    struct Value: ServerChildChannelValue {
+        let upgradeResult: EventLoopFuture<UpgradeResult>
+        let channel: any Channel
+    }
+
+    /// What `shouldUpgrade` hands to the pipeline set-up.
+    struct Admission {
+        let runtime: EndpointRuntime
+        let choice: EndpointPipeline.EncoderChoice
+        let principal: Principal?
+    }
+
+    let responder: HTTPChannelHandler.Responder
+    let endpoints: [String: EndpointRuntime]
+    let kernel: Kernel
+    let maxFrameSize: Int
+    let logger: Logger
+
+    init(responder: @escaping HTTPChannelHandler.Responder, endpoints: [String: EndpointRuntime], kernel: Kernel, logger: Logger) {
+        self.responder = Self.redirectingLateUpgrades(responder)
+        self.endpoints = endpoints
+        self.kernel = kernel
+        self.maxFrameSize = max(125, endpoints.values.map(\.pipeline.maxMessageSize).max() ?? 65536)
+        self.logger = logger
+    }
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        channel.eventLoop.makeCompletedFuture {
+            let admission = NIOLoopBoundBox<Admission?>(nil, eventLoop: channel.eventLoop)
+            let refusal = NIOLoopBoundBox<UpgradeRefusal?>(nil, eventLoop: channel.eventLoop)
+            let endpoints = self.endpoints
+            let kernel = self.kernel
+            let connectionLogger = self.logger
+
+            let upgrader = NIOTypedWebSocketServerUpgrader<UpgradeResult>(
+                maxFrameSize: self.maxFrameSize,
+                enableAutomaticErrorHandling: false,
+                shouldUpgrade: { channel, head in
+                    Self.decide(head: head, channel: channel, endpoints: endpoints, admission: admission, refusal: refusal)
+                },
+                upgradePipelineHandler: { channel, _ in
+                    channel.eventLoop.makeCompletedFuture {
+                        guard let admitted = admission.value, let shard = kernel.shard(for: channel.eventLoop) else {
+                            throw ChannelError.inappropriateOperationForState
+                        }
+                        var handlerLogger = connectionLogger
+                        handlerLogger[metadataKey: "endpoint"] = .string(admitted.runtime.pipeline.path)
+                        if let remote = channel.remoteAddress?.ipAddress {
+                            handlerLogger[metadataKey: "remote"] = .string(remote)
+                        }
+                        let handler = WebSocketConnectionHandler(
+                            runtime: admitted.runtime,
+                            choice: admitted.choice,
+                            principal: admitted.principal,
+                            shard: shard,
+                            logger: handlerLogger
+                        )
+                        try channel.pipeline.syncOperations.addHandler(handler)
+                        return UpgradeResult.websocket(channel)
+                    }
+                }
+            )
+
+            let serverUpgradeConfiguration = NIOTypedHTTPServerUpgradeConfiguration(
+                upgraders: [upgrader],
+                notUpgradingCompletionHandler: { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(HTTP1ToHTTPServerCodec(secure: false))
+                        try channel.pipeline.syncOperations.addHandler(HTTPConnectionStateHandler(idleTimeout: nil, logger: logger))
+                        let asyncChannel = try NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>(
+                            wrappingChannelSynchronously: channel,
+                            configuration: .init(isOutboundHalfClosureEnabled: true)
+                        )
+                        if let refused = refusal.value {
+                            return UpgradeResult.refused(asyncChannel, refused)
+                        }
+                        return UpgradeResult.notUpgraded(asyncChannel)
+                    }
+                }
+            )
+            var configuration = NIOUpgradableHTTPServerPipelineConfiguration<UpgradeResult>(upgradeConfiguration: serverUpgradeConfiguration)
+            configuration.enablePipelining = false
+            configuration.enableErrorHandling = false
+            configuration.enableResponseHeaderValidation = false
+            let result = try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: configuration)
+            return Value(upgradeResult: result, channel: channel)
+        }
+    }
+
+    /// Matches the endpoint, negotiates the encoder and runs the filter chain.
+    private static func decide(
+        head: HTTPRequestHead,
+        channel: any Channel,
+        endpoints: [String: EndpointRuntime],
+        admission: NIOLoopBoundBox<Admission?>,
+        refusal: NIOLoopBoundBox<UpgradeRefusal?>
+    ) -> EventLoopFuture<HTTPHeaders?> {
+        let (path, query) = RequestTarget.split(head.uri)
+        guard let runtime = endpoints[path] else {
+            refusal.value = UpgradeRefusal(status: 404, code: "not_found", message: "no WebSocket endpoint at \(path)")
+            return channel.eventLoop.makeSucceededFuture(nil)
+        }
+        let offers = head.headers[canonicalForm: "Sec-WebSocket-Protocol"].map { String($0) }
+        let pipeline = runtime.pipeline
+        let format = query.first { $0.name == "format" }?.value
+        let negotiated: (EndpointPipeline.EncoderChoice, String?)
+        switch pipeline.negotiate(format: format, offeredSubprotocols: offers) {
+        case .success(let result): negotiated = result
+        case .failure(let error):
+            runtime.rejected.add(1, ordering: .relaxed)
+            refusal.value = UpgradeRefusal(status: 400, code: "unsupported_format", message: error.message)
+            return channel.eventLoop.makeSucceededFuture(nil)
+        }
+        var headers = HTTPHeaders()
+        if let subprotocol = negotiated.1 { headers.add(name: "Sec-WebSocket-Protocol", value: subprotocol) }
+        if pipeline.filters.isEmpty {
+            admission.value = Admission(runtime: runtime, choice: negotiated.0, principal: nil)
+            return channel.eventLoop.makeSucceededFuture(headers)
+        }
+        let request = UpgradeRequest(
+            path: path,
+            query: query,
+            headers: head.headers.map { (name: $0.name, value: $0.value) },
+            remoteAddress: channel.remoteAddress?.ipAddress
+        )
+        let promise = channel.eventLoop.makePromise(of: Decision.self)
+        promise.completeWithTask {
+            var principal: Principal?
+            for filter in pipeline.filters {
+                switch await filter.admit(request, principal: principal) {
+                case .admit(let established): principal = established ?? principal
+                case .deny(let status, let reason): return .refuse(UpgradeRefusal(status: status, code: "denied", message: reason))
+                }
+            }
+            return .admit(principal)
+        }
+        return promise.futureResult.map { decision in
+            switch decision {
+            case .admit(let principal):
+                admission.value = Admission(runtime: runtime, choice: negotiated.0, principal: principal)
+                return headers
+            case .refuse(let refused):
+                runtime.rejected.add(1, ordering: .relaxed)
+                refusal.value = refused
+                return nil
+            }
+        }
+    }
+
+    private enum Decision: Sendable {
+        case admit(Principal?)
+        case refuse(UpgradeRefusal)
+    }
+
+    func handle(value: Value, logger: Logger) async {
+        do {
+            switch try await value.upgradeResult.get() {
+            case .websocket(let channel):
+                try? await channel.closeFuture.get()
+            case .notUpgraded(let http):
+                await handleHTTP(asyncChannel: http, logger: logger)
+            case .refused(let http, let refusal):
+                await writeRefusal(refusal, on: http)
+            }
+        } catch let error as ChannelError where error == .inputClosed {
+            logger.trace("connection closed before the request completed")
+        } catch {
+            logger.debug("upgrade failed", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private func writeRefusal(_ refusal: UpgradeRefusal, on channel: NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>) async {
+        var body = ByteBuffer()
+        JSONWriter.write(["error": ["code": .string(refusal.code), "message": .string(refusal.message)]], into: &body)
+        do {
+            try await channel.executeThenClose { _, outbound in
+                let headers: HTTPFields = [
+                    .connection: "close",
+                    .contentType: "application/json",
+                    .contentLength: String(body.readableBytes),
+                ]
+                try await outbound.write(contentsOf: [
+                    .head(HTTPResponse(status: .init(code: refusal.status), headerFields: headers)),
+                    .body(body),
+                    .end(nil),
+                ])
+            }
+        } catch {
+            logger.trace("failed to write upgrade refusal", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// NIO only upgrades on a connection's first request; a later upgrade request on a
+    /// kept-alive connection gets a redirect to itself on a fresh connection.
+    static func redirectingLateUpgrades(_ responder: @escaping HTTPChannelHandler.Responder) -> HTTPChannelHandler.Responder {
+        struct RedirectCloseError: Error {}
+        return { request, responseWriter, channel in
+            if request.headers[.upgrade]?.lowercased() == "websocket" {
+                var target = request.uri.path
+                if let query = request.uri.query { target += "?\(query)" }
+                let headers: HTTPFields = [.connection: "close", .location: target]
+                try await responseWriter.writeResponse(HTTPResponse(status: .temporaryRedirect, headerFields: headers))
+                throw RedirectCloseError()
+            }
+            try await responder(request, responseWriter, channel)
+        }
+    }
+}

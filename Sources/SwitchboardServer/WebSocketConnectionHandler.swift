@@ -1,0 +1,403 @@
+import Logging
+import NIOCore
+import NIOWebSocket
+import SwitchboardConfig
+import Synchronization
+import SwitchboardCore
+import SwitchboardKernel
+
+/// One WebSocket connection after the upgrade: reassembles and checks client frames, runs
+/// the client protocol, heartbeats, and takes prepared frames from its ``LoopShard``.
+///
+/// NIO's `WebSocketFrameDecoder` sits below this handler. Outbound, the handler writes
+/// complete frames as bytes through the context of NIO's `WebSocketFrameEncoder` (which
+/// the upgrader installs and which cannot be removed), so they go straight to the socket:
+/// prepared broadcast frames, shared by every recipient, are never framed again.
+final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
+    typealias InboundIn = WebSocketFrame
+    typealias OutboundOut = ByteBuffer
+
+    private enum State {
+        case open
+        /// We sent a close frame and wait for the peer's (or the timeout).
+        case closeSent
+        case closed
+    }
+
+    private let runtime: EndpointRuntime
+    private var pipeline: EndpointPipeline { runtime.pipeline }
+    private let choice: EndpointPipeline.EncoderChoice
+    private let principal: Principal?
+    private let shard: LoopShard
+    private var logger: Logger
+
+    let variant: VariantID
+    var lastDeliverySequence: UInt64 = 0
+    var isPendingFlush = false
+
+    private var context: ChannelHandlerContext?
+    /// Where raw frame bytes are written: below the frame encoder, or our own context if
+    /// there is no encoder in the pipeline (tests on an embedded channel).
+    private var output: ChannelHandlerContext?
+    private var state = State.open
+    private var subscriptions: [TopicPattern] = []
+    private var queue: OutboundQueue
+    private var heartbeat: HeartbeatStateMachine
+    private var heartbeatTask: Scheduled<Void>?
+    private var closeTimer: Scheduled<Void>?
+    private var fragments: (opcode: WebSocketOpcode, data: ByteBuffer)?
+    private var registered = false
+
+    init(runtime: EndpointRuntime, choice: EndpointPipeline.EncoderChoice, principal: Principal?, shard: LoopShard, logger: Logger) {
+        self.runtime = runtime
+        self.choice = choice
+        self.variant = choice.variant
+        self.principal = principal
+        self.shard = shard
+        self.logger = logger
+        let pipeline = runtime.pipeline
+        self.queue = OutboundQueue(
+            maxMessages: pipeline.sendQueue.maxMessages,
+            maxBytes: pipeline.sendQueue.maxBytes.bytes,
+            policy: pipeline.sendQueue.policy
+        )
+        self.heartbeat = HeartbeatStateMachine(
+            interval: Self.nanoseconds(pipeline.heartbeatInterval),
+            timeout: Self.nanoseconds(pipeline.heartbeatTimeout),
+            now: Self.now()
+        )
+    }
+
+    private static func nanoseconds(_ duration: Duration) -> Int64 {
+        let (seconds, attoseconds) = duration.components
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    }
+
+    private static func now() -> Int64 {
+        Int64(NIODeadline.now().uptimeNanoseconds)
+    }
+
+    // MARK: lifecycle
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        self.output = (try? context.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)) ?? context
+        registered = true
+        runtime.connections.add(1, ordering: .relaxed)
+        runtime.accepted.add(1, ordering: .relaxed)
+        if pipeline.mode == .pubsub {
+            for pattern in pipeline.defaultSubscriptions where pipeline.mayTopic(pattern, principal: principal) {
+                if shard.subscribe(pattern, self) { subscriptions.append(pattern) }
+            }
+        }
+        scheduleHeartbeat(at: heartbeat.tick(now: Self.now()).nextTick)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        tearDown()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        tearDown()
+        context.fireChannelInactive()
+    }
+
+    private func tearDown() {
+        guard registered else { return }
+        registered = false
+        runtime.connections.add(-1, ordering: .relaxed)
+        state = .closed
+        heartbeatTask?.cancel()
+        heartbeatTask = nil
+        closeTimer?.cancel()
+        closeTimer = nil
+        queue.removeAll()
+        fragments = nil
+        let patterns = subscriptions
+        subscriptions = []
+        // Unsubscribe on the next tick: this may run inside the shard's fan-out loop.
+        if !patterns.isEmpty {
+            let shard = self.shard
+            shard.eventLoop.execute {
+                for pattern in patterns { shard.unsubscribe(pattern, self) }
+            }
+        }
+        context = nil
+        output = nil
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ChannelShouldQuiesceEvent {
+            failConnection(code: 1001, reason: "server shutting down", countAsCause: false)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let error = error as? NIOWebSocketError {
+            switch error {
+            case .invalidFrameLength:
+                failConnection(code: 1009, reason: "message too big")
+            default:
+                failConnection(code: 1002, reason: "protocol error")
+            }
+            return
+        }
+        logger.debug("connection error", metadata: ["error": "\(error)"])
+        context.close(promise: nil)
+    }
+
+    // MARK: inbound frames
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        heartbeat.heard(now: Self.now())
+        guard state != .closed else { return }
+        if frame.rsv1 || frame.rsv2 || frame.rsv3 {
+            failConnection(code: 1002, reason: "reserved bits set")
+            return
+        }
+        guard frame.maskKey != nil else {
+            failConnection(code: 1002, reason: "client frames must be masked")
+            return
+        }
+        switch frame.opcode {
+        case .text, .binary:
+            guard state == .open else { return }
+            guard fragments == nil else {
+                failConnection(code: 1002, reason: "new message inside a fragmented message")
+                return
+            }
+            let payload = frame.unmaskedData
+            guard payload.readableBytes <= pipeline.maxMessageSize else {
+                failConnection(code: 1009, reason: "message too big")
+                return
+            }
+            if frame.fin {
+                handleMessage(opcode: frame.opcode, payload: payload)
+            } else {
+                fragments = (frame.opcode, payload)
+            }
+        case .continuation:
+            guard state == .open else { return }
+            guard var assembling = fragments else {
+                failConnection(code: 1002, reason: "continuation frame without a message")
+                return
+            }
+            var payload = frame.unmaskedData
+            guard assembling.data.readableBytes + payload.readableBytes <= pipeline.maxMessageSize else {
+                fragments = nil
+                failConnection(code: 1009, reason: "message too big")
+                return
+            }
+            fragments = nil  // release the reference so the append does not copy
+            assembling.data.writeBuffer(&payload)
+            if frame.fin {
+                handleMessage(opcode: assembling.opcode, payload: assembling.data)
+            } else {
+                fragments = assembling
+            }
+        case .ping:
+            guard frame.fin else {
+                failConnection(code: 1002, reason: "fragmented control frame")
+                return
+            }
+            guard state == .open else { return }
+            writeNow(ServerFrame.make(opcode: .pong, payload: frame.unmaskedData))
+        case .pong:
+            guard frame.fin else {
+                failConnection(code: 1002, reason: "fragmented control frame")
+                return
+            }
+        case .connectionClose:
+            handlePeerClose(frame)
+        default:
+            failConnection(code: 1002, reason: "unknown opcode")
+        }
+    }
+
+    private func handleMessage(opcode: WebSocketOpcode, payload: ByteBuffer) {
+        if opcode == .text && String(validating: payload.readableBytesView, as: UTF8.self) == nil {
+            failConnection(code: 1007, reason: "invalid UTF-8 in text message")
+            return
+        }
+        switch pipeline.mode {
+        case .echo:
+            writeNow(ServerFrame.make(opcode: opcode == .text ? .text : .binary, payload: payload))
+        case .pubsub:
+            switch choice.encoder.decode(payload) {
+            case .success(let message): handle(message)
+            case .failure(let error): reply(.error(code: error.code, message: error.message))
+            }
+        }
+    }
+
+    private func handle(_ message: ClientMessage) {
+        switch message {
+        case .ping:
+            reply(.pong)
+        case .subscribe(let text):
+            guard let pattern = TopicPattern(text) else {
+                reply(.error(code: "bad_topic", message: "invalid topic '\(text.prefix(64))': \(TopicPattern.syntaxHelp)"))
+                return
+            }
+            guard pipeline.mayTopic(pattern, principal: principal) else {
+                reply(.error(code: "forbidden", message: "subscription to '\(text)' is not allowed"))
+                return
+            }
+            if subscriptions.contains(pattern) {
+                reply(.subscribed(text))
+                return
+            }
+            guard subscriptions.count < pipeline.maxSubscriptions else {
+                reply(.error(code: "too_many_subscriptions", message: "at most \(pipeline.maxSubscriptions) subscriptions per connection"))
+                return
+            }
+            if shard.subscribe(pattern, self) { subscriptions.append(pattern) }
+            reply(.subscribed(text))
+        case .unsubscribe(let text):
+            guard let pattern = TopicPattern(text), let index = subscriptions.firstIndex(of: pattern) else {
+                reply(.error(code: "not_subscribed", message: "not subscribed to '\(text.prefix(64))'"))
+                return
+            }
+            subscriptions.remove(at: index)
+            shard.unsubscribe(pattern, self)
+            reply(.unsubscribed(text))
+        case .other(let type, _):
+            reply(.error(code: "unknown_type", message: "unknown message type '\(type.prefix(64))'; expected subscribe, unsubscribe or ping"))
+        }
+    }
+
+    private func handlePeerClose(_ frame: WebSocketFrame) {
+        guard let context else { return }
+        if state == .closeSent {
+            context.close(promise: nil)
+            return
+        }
+        var payload = frame.unmaskedData
+        var code: UInt16 = 1000
+        var reason = ""
+        if payload.readableBytes == 1 {
+            code = 1002
+            reason = "invalid close payload"
+        } else if let received = payload.readInteger(as: UInt16.self) {
+            if !Self.isValidCloseCode(received) {
+                code = 1002
+                reason = "invalid close code"
+            } else if String(validating: payload.readableBytesView, as: UTF8.self) == nil {
+                code = 1007
+                reason = "invalid UTF-8 in close reason"
+            } else {
+                code = received
+            }
+        }
+        state = .closeSent
+        if code != 1000 && !reason.isEmpty { runtime.closedForCause.add(1, ordering: .relaxed) }
+        let closeFrame = ServerFrame.close(code: code, reason: reason)
+        let closePromise = context.eventLoop.makePromise(of: Void.self)
+        closePromise.futureResult.whenComplete { _ in context.close(promise: nil) }
+        output?.writeAndFlush(wrapOutboundOut(closeFrame), promise: closePromise)
+    }
+
+    /// RFC 6455 §7.4: codes a peer may send.
+    static func isValidCloseCode(_ code: UInt16) -> Bool {
+        switch code {
+        case 1000...1003, 1007...1011, 1012...1014: return true
+        case 3000...4999: return true
+        default: return false
+        }
+    }
+
+    // MARK: outbound
+
+    /// Sends a close frame, stops reading data, and closes the socket once the peer answers
+    /// or the close timeout passes.
+    func failConnection(code: UInt16, reason: String, countAsCause: Bool = true) {
+        guard state == .open, let context else { return }
+        state = .closeSent
+        if countAsCause { runtime.closedForCause.add(1, ordering: .relaxed) }
+        logger.debug("closing connection", metadata: ["code": "\(code)", "reason": "\(reason)"])
+        fragments = nil
+        queue.removeAll()
+        output?.writeAndFlush(wrapOutboundOut(ServerFrame.close(code: code, reason: reason)), promise: nil)
+        let timeout = TimeAmount.nanoseconds(Self.nanoseconds(pipeline.closeTimeout))
+        closeTimer = context.eventLoop.scheduleTask(in: timeout) { [weak self] in
+            self?.context?.close(promise: nil)
+        }
+    }
+
+    private func reply(_ message: ServerReply) {
+        let encoder = choice.encoder
+        let timestamp = UnixTime.nowSeconds()
+        let frame = ServerFrame.make(opcode: encoder.frameKind == .text ? .text : .binary) { buffer in
+            encoder.encode(message, timestamp: timestamp, into: &buffer)
+        }
+        if enqueue(frame) { shard.needsFlush(self) }
+    }
+
+    private func writeNow(_ frame: ByteBuffer) {
+        guard let output, state == .open else { return }
+        output.writeAndFlush(wrapOutboundOut(frame), promise: nil)
+    }
+
+    func enqueue(_ frame: ByteBuffer) -> Bool {
+        guard state == .open, let output else { return false }
+        switch queue.offer(frame, writable: output.channel.isWritable) {
+        case .writeNow:
+            output.write(wrapOutboundOut(frame), promise: nil)
+            return true
+        case .queued:
+            return true
+        case .queuedAfterDropping(let count):
+            shard.recordDrops(count)
+            return true
+        case .overflow:
+            failConnection(code: 1008, reason: "send queue overflow: client reads too slowly")
+            return false
+        }
+    }
+
+    func flush() {
+        guard state != .closed else { return }
+        output?.flush()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable, state == .open, let output {
+            var wrote = false
+            while output.channel.isWritable, let frame = queue.next() {
+                output.write(wrapOutboundOut(frame), promise: nil)
+                wrote = true
+            }
+            if wrote { output.flush() }
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    // MARK: heartbeat
+
+    private func scheduleHeartbeat(at deadline: Int64) {
+        guard deadline != Int64.max, let context else { return }
+        heartbeatTask = context.eventLoop.scheduleTask(deadline: .uptimeNanoseconds(UInt64(max(0, deadline)))) { [weak self] in
+            self?.heartbeatFired()
+        }
+    }
+
+    private func heartbeatFired() {
+        guard state != .closed, let context else { return }
+        let (action, next) = heartbeat.tick(now: Self.now())
+        switch action {
+        case .none:
+            break
+        case .sendPing:
+            writeNow(ServerFrame.make(opcode: .ping, payload: ByteBuffer()))
+        case .closeDeadPeer:
+            logger.debug("no answer to ping; dropping connection")
+            runtime.closedForCause.add(1, ordering: .relaxed)
+            context.close(promise: nil)
+            return
+        }
+        scheduleHeartbeat(at: next)
+    }
+}

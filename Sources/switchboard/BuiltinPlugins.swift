@@ -1,0 +1,19 @@
+import JSONPlugin
+import SwitchboardCore
+import TimerPlugin
+import WebhookPlugin
+
+/// The registry index: every built-in plugin, registered by name. Adding a plugin is one
+/// line here (plus its target in Package.swift and its page in Docs/plugins.md).
+public enum BuiltinPlugins {
+    public static let registry: PluginRegistry = {
+        var registry = PluginRegistry()
+        // Sources
+        registry.register(source: TimerSource.self)
+        registry.register(source: WebhookSource.self)
+        // Encoders
+        registry.register(encoder: JSONEncoderPlugin.self)
+        // Filters: none built in yet.
+        return registry
+    }()
+}

@@ -1,0 +1,104 @@
+import ArgumentParser
+import Foundation
+import Logging
+import SwitchboardConfig
+import SwitchboardCore
+import SwitchboardServer
+
+@main
+struct SwitchboardCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "switchboard",
+        abstract: "A real-time edge gateway: sources → topic router → WebSocket clients.",
+        subcommands: [Run.self, Check.self],
+        defaultSubcommand: Run.self
+    )
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+/// `switchboard run [CONFIG] [--port N] [--host H] [--log-level L]`
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the gateway (the built-in demo configuration when no file is given)."
+    )
+
+    @Argument(help: "Configuration file (YAML). Omit it to run the built-in default.")
+    var config: String?
+
+    @Option(help: "Port to listen on; overrides the file and SWITCHBOARD_PORT.")
+    var port: Int?
+
+    @Option(help: "Address to bind; overrides the file and SWITCHBOARD_HOST.")
+    var host: String?
+
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel: Logger.Level = .info
+
+    func run() async throws {
+        let level = logLevel
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardOutput(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        var logger = Logger(label: "switchboard")
+        logger.logLevel = level
+
+        let environment = ProcessInfo.processInfo.environment
+        let loader = ConfigurationLoader(registry: BuiltinPlugins.registry, environment: environment)
+        var configuration: GatewayConfiguration
+        do {
+            if let config {
+                configuration = try loader.load(contentsOf: config)
+            } else {
+                configuration = try loader.load(yaml: DefaultConfiguration.yaml, file: DefaultConfiguration.fileName)
+            }
+        } catch {
+            FileHandle.standardError.write(Data((error.description + "\n").utf8))
+            throw ExitCode(1)
+        }
+        if let value = environment["SWITCHBOARD_PORT"], !value.isEmpty {
+            guard let port = Int(value), (0...65535).contains(port) else {
+                FileHandle.standardError.write(Data("SWITCHBOARD_PORT must be a port number, got '\(value)'\n".utf8))
+                throw ExitCode(1)
+            }
+            configuration.listener.port = port
+        }
+        if let value = environment["SWITCHBOARD_HOST"], !value.isEmpty { configuration.listener.host = value }
+        if let port {
+            guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535") }
+            configuration.listener.port = port
+        }
+        if let host { configuration.listener.host = host }
+
+        logger.info("starting switchboard", metadata: ["config": .string(config ?? DefaultConfiguration.fileName)])
+        let gateway = try await Gateway.make(configuration: configuration, registry: BuiltinPlugins.registry, logger: logger)
+        try await gateway.run()
+    }
+}
+
+/// `switchboard check CONFIG...`: validates files and prints every error.
+struct Check: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Validate configuration files; prints every error with file:line:column and exits 1 if any."
+    )
+
+    @Argument(help: "Configuration files to check.")
+    var files: [String]
+
+    func run() throws {
+        let loader = ConfigurationLoader(registry: BuiltinPlugins.registry)
+        var failed = false
+        for file in files {
+            do {
+                _ = try loader.load(contentsOf: file)
+                print("\(file): ok")
+            } catch {
+                failed = true
+                print(error.description)
+            }
+        }
+        if failed { throw ExitCode(1) }
+    }
+}
