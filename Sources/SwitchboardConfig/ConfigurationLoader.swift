@@ -104,3 +104,32 @@ public struct ConfigurationLoader: Sendable {
         }
     }
 }
+
+extension ConfigurationLoader {
+    /// Decodes one plugin configuration from YAML with the same rules as the full loader
+    /// (positions, unknown keys, all errors at once). For plugin tests and tools.
+    ///
+    /// ```swift
+    /// let config = try ConfigurationLoader.decodePluginConfig(TimerSource.Config.self, yaml: "every: 2s\ntopic: t")
+    /// ```
+    public static func decodePluginConfig<Config: Decodable>(
+        _ type: Config.Type,
+        yaml: String,
+        plugin: String = "plugin",
+        environment: [String: String] = [:]
+    ) throws(ConfigurationError) -> Config {
+        let root: Node
+        do {
+            root = try Yams.compose(yaml: yaml) ?? Node("", .implicit, .plain)
+        } catch {
+            throw ConfigurationError(diagnostics: [diagnostic(forYAMLError: error, file: "<plugin>")])
+        }
+        let session = DecodingSession(file: "<plugin>", environment: environment, registry: PluginRegistry())
+        let decoder = NodeDecoder(session: session, node: root, path: [], plugin: plugin)
+        let value = try? decoder.decodePlugin { try Config(from: $0) }
+        session.reportUnknownKeys()
+        let diagnostics = session.sortedDiagnostics
+        if let value, diagnostics.isEmpty { return value }
+        throw ConfigurationError(diagnostics: diagnostics)
+    }
+}

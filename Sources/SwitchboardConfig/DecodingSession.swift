@@ -29,7 +29,7 @@ final class MappingTracker {
     let pairs: [(key: String, keyMark: Mark?, value: Node)]
     var asked: Set<String> = []
     let path: [PathComponent]
-    let plugin: String?
+    var plugin: String?
 
     init(pairs: [(key: String, keyMark: Mark?, value: Node)], path: [PathComponent], plugin: String?) {
         self.pairs = pairs
@@ -72,7 +72,12 @@ final class DecodingSession {
     /// The tracker for a mapping node, shared by every container opened on it.
     func tracker(for mapping: Node.Mapping, path: [PathComponent], plugin: String?) -> MappingTracker {
         let key = "\(mapping.mark?.line ?? 0):\(mapping.mark?.column ?? 0):\(renderPath(path))"
-        if let existing = trackers[key] { return existing }
+        if let existing = trackers[key] {
+            // A plugin's decoder shares the mapping with the kernel-level keys (name, plugin):
+            // label leftovers with the plugin.
+            if existing.plugin == nil, let plugin { existing.plugin = plugin }
+            return existing
+        }
         let pairs = mapping.map { pair in
             (key: pair.key.scalar?.string ?? "", keyMark: pair.key.mark, value: pair.value)
         }

@@ -123,7 +123,7 @@ public struct FilterConfiguration: Sendable, Decodable {
             nodeDecoder.report("unknown filter plugin '\(plugin)'", hint: "\(suggestion)\(available)", key: "plugin")
             throw ReportedError()
         }
-        builder = try factory.decode(nodeDecoder.forPlugin(plugin))
+        builder = try nodeDecoder.forPlugin(plugin).decodePlugin(factory.decode)
     }
 }
 

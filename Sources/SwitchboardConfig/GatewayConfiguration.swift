@@ -37,7 +37,7 @@ extension GatewayConfiguration: Decodable {
         shutdownGrace = try container.value(.shutdownGrace, default: .seconds(2))
 
         guard let nodeDecoder = decoder as? NodeDecoder else { return }
-        if endpoints.isEmpty && sources.isEmpty {
+        if !container.contains(.endpoints) && !container.contains(.sources) {
             nodeDecoder.report("the configuration defines neither sources nor endpoints", hint: "see configs/default.yaml for a starting point")
         }
         var seenPaths: [String: Int] = [:]
@@ -129,7 +129,7 @@ public struct SourceConfiguration: Sendable, Decodable {
             nodeDecoder.report("unknown source plugin '\(plugin)'", hint: "\(suggestion)available: \(known.joined(separator: ", "))", key: "plugin")
             throw ReportedError()
         }
-        builder = try factory.decode(nodeDecoder.forPlugin(plugin))
+        builder = try nodeDecoder.forPlugin(plugin).decodePlugin(factory.decode)
     }
 }
 

@@ -26,6 +26,18 @@ struct NodeDecoder: Decoder {
         NodeDecoder(session: session, node: node, path: path, plugin: name)
     }
 
+    /// Runs a plugin's config decoding, attributing its validation errors to this node
+    /// under the plugin's label.
+    func decodePlugin<Built>(_ decode: (any Decoder) throws -> Built) throws -> Built {
+        do {
+            return try decode(self)
+        } catch let error as ConfigValidationError {
+            report(error.message, hint: error.hint)
+            session.markAborted(path)
+            throw ReportedError()
+        }
+    }
+
     /// Records a problem at this node, or at the value of `key` when given and present.
     func report(_ message: String, hint: String? = nil, key: String? = nil) {
         var mark = node.mark

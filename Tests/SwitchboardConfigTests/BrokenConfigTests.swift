@@ -1,0 +1,242 @@
+import SwitchboardConfig
+import SwitchboardCore
+import Testing
+import switchboard
+
+/// Golden tests: each broken configuration must produce exactly these diagnostics, with
+/// file, line, column, key path, message and hint.
+@Suite struct BrokenConfigTests {
+    static let loader = ConfigurationLoader(registry: BuiltinPlugins.registry, environment: ["KEY": "0123456789abcdef0123"])
+
+    static func diagnostics(_ yaml: String) -> [String] {
+        do {
+            _ = try loader.load(yaml: yaml, file: "test.yaml")
+            return []
+        } catch {
+            return error.diagnostics.map(\.description)
+        }
+    }
+
+    struct Case: CustomTestStringConvertible, Sendable {
+        let name: String
+        let yaml: String
+        let expected: [String]
+        var testDescription: String { name }
+    }
+
+    static let cases: [Case] = [
+        Case(
+            name: "misspelt top-level key",
+            yaml: """
+                listener:
+                  port: 8080
+                endpoint:
+                  - path: /ws
+                """,
+            expected: [
+                "test.yaml:1:1: the configuration defines neither sources nor endpoints (see configs/default.yaml for a starting point)",
+                "test.yaml:3:1: unknown key 'endpoint' (did you mean 'endpoints'?)",
+            ]
+        ),
+        Case(
+            name: "misspelt plugin key reports the missing one too",
+            yaml: """
+                sources:
+                  - plugin: timer
+                    evry: 2s
+                    topic: metrics
+                """,
+            expected: [
+                "test.yaml:2:5: sources[0] (timer): missing required key 'every'",
+                "test.yaml:3:5: sources[0] (timer): unknown key 'evry' (did you mean 'every'?)",
+            ]
+        ),
+        Case(
+            name: "bad duration",
+            yaml: """
+                sources:
+                  - plugin: timer
+                    every: fast
+                    topic: metrics
+                """,
+            expected: [
+                "test.yaml:3:12: sources[0].every (timer): expected a duration such as 500ms, 2s, 1m or 1h, got 'fast' (units: ms, s, m, h; a plain number means seconds)"
+            ]
+        ),
+        Case(
+            name: "unknown source plugin",
+            yaml: """
+                sources:
+                  - name: ticker
+                    plugin: timr
+                    every: 2s
+                """,
+            expected: [
+                "test.yaml:3:13: sources[0].plugin: unknown source plugin 'timr' (did you mean 'timer'? available: timer, webhook)"
+            ]
+        ),
+        Case(
+            name: "port out of range and not a number",
+            yaml: """
+                listener:
+                  host: 127.0.0.1
+                  port: 70000
+                endpoints:
+                  - path: /ws
+                    max_subscriptions: lots
+                """,
+            expected: [
+                "test.yaml:3:9: listener.port: port 70000 is out of range (use 1–65535, or 0 for any free port)",
+                "test.yaml:6:24: endpoints[0].max_subscriptions: expected an integer, got 'lots'",
+                "test.yaml:6:24: endpoints[0].max_subscriptions: max_subscriptions must be at least 1",
+            ]
+        ),
+        Case(
+            name: "unset environment variable",
+            yaml: """
+                listener:
+                  host: ${NOPE_HOST}
+                  port: ${NOPE_PORT:-9000}
+                endpoints:
+                  - path: /ws
+                """,
+            expected: [
+                "test.yaml:2:9: listener.host: environment variable 'NOPE_HOST' is not set (set it, or give a default with ${NOPE_HOST:-value})",
+                "test.yaml:2:9: listener.host: host must not be empty (use 0.0.0.0 for all interfaces)",
+            ]
+        ),
+        Case(
+            name: "several endpoint errors at once",
+            yaml: """
+                endpoints:
+                  - path: ws
+                    encoders: [jsn]
+                    topics: ["public:*"]
+                    subscribe: [metrics]
+                """,
+            expected: [
+                "test.yaml:2:11: endpoints[0].path: endpoint path must start with '/' and contain no query or spaces, got 'ws' (e.g. /ws)",
+                "test.yaml:3:15: endpoints[0].encoders: unknown encoder 'jsn' (did you mean 'json'? available: json)",
+                "test.yaml:5:16: endpoints[0].subscribe: default subscription 'metrics' is outside the endpoint's topics (topics: public:*)",
+            ]
+        ),
+        Case(
+            name: "invalid topic pattern",
+            yaml: """
+                endpoints:
+                  - path: /ws
+                    topics: ["ok:*", "a*b"]
+                """,
+            expected: [
+                "test.yaml:3:22: endpoints[0].topics[1]: invalid topic pattern 'a*b' (a topic is 1–256 visible characters; '*' is allowed only at the end (e.g. 'topic:*'))"
+            ]
+        ),
+        Case(
+            name: "duplicate endpoint path",
+            yaml: """
+                endpoints:
+                  - path: /ws
+                  - path: /ws
+                """,
+            expected: [
+                "test.yaml:3:5: endpoints[1].path: duplicate endpoint path '/ws' (already used by endpoints[0])"
+            ]
+        ),
+        Case(
+            name: "YAML syntax error",
+            yaml: """
+                endpoints:
+                  - path: /ws
+                    topics: [a, b
+                """,
+            expected: [
+                "test.yaml:4:1: invalid YAML: while parsing a flow sequence: did not find expected ',' or ']'"
+            ]
+        ),
+        Case(
+            name: "webhook without a key",
+            yaml: """
+                sources:
+                  - plugin: webhook
+                    keys: ["${UNSET_KEY:-}"]
+                """,
+            expected: [
+                "test.yaml:2:5: sources[0] (webhook): no API key configured for the webhook (set keys: [\"${PUBLISH_KEY}\"], or demo_key: true for a generated key, or auth: none)"
+            ]
+        ),
+        Case(
+            name: "list expected",
+            yaml: """
+                endpoints:
+                  path: /ws
+                """,
+            expected: [
+                "test.yaml:2:3: endpoints: expected a list, got a mapping"
+            ]
+        ),
+        Case(
+            name: "policy typo and unknown nested key",
+            yaml: """
+                endpoints:
+                  - path: /ws
+                    heartbeat:
+                      intervall: 5s
+                    send_queue:
+                      policy: drop_olderst
+                """,
+            expected: [
+                "test.yaml:4:7: endpoints[0].heartbeat: unknown key 'intervall' (did you mean 'interval'?)",
+                "test.yaml:6:15: endpoints[0].send_queue.policy: unknown policy 'drop_olderst', expected 'drop_oldest' or 'disconnect' (did you mean 'drop_oldest'?)",
+            ]
+        ),
+        Case(
+            name: "duplicate key",
+            yaml: """
+                endpoints:
+                  - path: /ws
+                    path: /other
+                """,
+            expected: [
+                "test.yaml:2:5: duplicate keys in mapping: path"
+            ]
+        ),
+        Case(
+            name: "timer interval too short",
+            yaml: """
+                sources:
+                  - plugin: timer
+                    every: 0ms
+                    topic: "t*"
+                """,
+            expected: [
+                "test.yaml:2:5: sources[0] (timer): 'every' must be at least 1ms, got 0s"
+            ]
+        ),
+    ]
+
+    @Test(arguments: cases)
+    func reportsExactDiagnostics(_ testCase: Case) {
+        #expect(Self.diagnostics(testCase.yaml) == testCase.expected)
+    }
+
+    @Test func emptyFileIsAnError() {
+        #expect(Self.diagnostics("") == ["test.yaml:1:1: the configuration is empty (see configs/default.yaml)"])
+    }
+
+    @Test func interpolationWithDefaultsAndEscapes() throws {
+        let loader = ConfigurationLoader(registry: BuiltinPlugins.registry, environment: ["PORT": "9001", "EMPTY": ""])
+        let configuration = try loader.load(
+            yaml: """
+                listener:
+                  host: ${EMPTY:-127.0.0.2}
+                  port: ${PORT}
+                endpoints:
+                  - path: /ws$${literal}
+                """,
+            file: "ok.yaml"
+        )
+        #expect(configuration.listener.port == 9001)
+        #expect(configuration.listener.host == "127.0.0.2")
+        #expect(configuration.endpoints.first?.path == "/ws${literal}")
+    }
+}

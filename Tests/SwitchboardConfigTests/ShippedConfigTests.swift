@@ -1,0 +1,41 @@
+import Foundation
+import SwitchboardConfig
+import SwitchboardCore
+import Testing
+import switchboard
+
+/// Every file under configs/ must load, so examples never rot.
+@Suite struct ShippedConfigTests {
+    static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let configs = repository.appendingPathComponent("configs")
+
+    static var files: [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: configs.path)) ?? [])
+            .filter { $0.hasSuffix(".yaml") }
+            .sorted()
+    }
+
+    @Test func thereAreConfigsToCheck() {
+        #expect(Self.files.contains("default.yaml"))
+    }
+
+    @Test(arguments: files)
+    func loads(file: String) throws {
+        let loader = ConfigurationLoader(registry: BuiltinPlugins.registry, environment: [:])
+        let configuration = try loader.load(contentsOf: Self.configs.appendingPathComponent(file).path)
+        #expect(!configuration.endpoints.isEmpty)
+    }
+
+    @Test func builtInDefaultMatchesTheShippedFile() throws {
+        let shipped = try String(contentsOf: Self.configs.appendingPathComponent("default.yaml"), encoding: .utf8)
+        #expect(shipped == DefaultConfiguration.yaml)
+    }
+
+    @Test func defaultConfigurationIsTheDemo() throws {
+        let loader = ConfigurationLoader(registry: BuiltinPlugins.registry, environment: [:])
+        let configuration = try loader.load(yaml: DefaultConfiguration.yaml, file: DefaultConfiguration.fileName)
+        #expect(configuration.sources.map(\.plugin) == ["timer", "webhook"])
+        #expect(configuration.endpoints.map(\.path) == ["/ws"])
+        #expect(configuration.endpoints.first?.subscribe.map(\.text) == ["metrics"])
+    }
+}
