@@ -99,7 +99,7 @@ public final class Gateway: Sendable {
         let group = ServiceGroup(
             configuration: .init(
                 services: [
-                    .init(service: sources),
+                    .init(service: sources, successTerminationBehavior: .ignore),
                     .init(service: application, successTerminationBehavior: .gracefullyShutdownGroup),
                 ],
                 gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [],

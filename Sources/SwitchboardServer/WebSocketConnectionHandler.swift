@@ -131,6 +131,12 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
             failConnection(code: 1001, reason: "server shutting down", countAsCause: false)
             return
         }
+        // The server allows remote half-closure (for HTTP); a WebSocket peer that stops
+        // sending is gone, so close our side too.
+        if let channelEvent = event as? ChannelEvent, channelEvent == .inputClosed {
+            context.close(promise: nil)
+            return
+        }
         context.fireUserInboundEventTriggered(event)
     }
 

@@ -1,0 +1,70 @@
+import AsyncHTTPClient
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+import SwitchboardConfig
+import SwitchboardCore
+import SwitchboardServer
+import Testing
+import switchboard
+
+/// A gateway running in-process on a free loopback port.
+struct TestGateway {
+    let gateway: Gateway
+    let port: Int
+    let task: Task<Void, any Error>
+
+    static let publishKey = "test-publish-key-0123456789abcdef"
+
+    /// Loads `yaml` (with `SWITCHBOARD_PUBLISH_KEY` set to ``publishKey``), binds 127.0.0.1:0 and waits until it listens.
+    static func start(_ yaml: String, environment: [String: String] = [:]) async throws -> TestGateway {
+        var env = ["SWITCHBOARD_PUBLISH_KEY": publishKey]
+        env.merge(environment) { $1 }
+        var configuration = try ConfigurationLoader(registry: BuiltinPlugins.registry, environment: env).load(yaml: yaml, file: "test.yaml")
+        configuration.listener.host = "127.0.0.1"
+        configuration.listener.port = 0
+        var logger = Logger(label: "test-gateway")
+        logger.logLevel = .warning
+        let gateway = try await Gateway.make(configuration: configuration, registry: BuiltinPlugins.registry, logger: logger)
+        let (ports, continuation) = AsyncStream<Int>.makeStream()
+        let task = Task {
+            try await gateway.run(handleSignals: false) { port in continuation.yield(port) }
+        }
+        var iterator = ports.makeAsyncIterator()
+        guard let port = await iterator.next() else { throw CancellationError() }
+        return TestGateway(gateway: gateway, port: port, task: task)
+    }
+
+    /// Shuts down gracefully and waits for the run loop to return.
+    func stop() async {
+        await gateway.shutdown()
+        _ = try? await task.value
+    }
+
+    var baseURL: String { "http://127.0.0.1:\(port)" }
+
+    /// GET `path`; returns status and parsed JSON body.
+    func get(_ path: String) async throws -> (status: Int, body: JSONValue) {
+        let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: baseURL + path), timeout: .seconds(5))
+        let body = try await response.body.collect(upTo: 1 << 20)
+        return (Int(response.status.code), (try? JSONParser.parse(body.readableBytesView)) ?? .null)
+    }
+
+    /// POST a body to `path` with the test publish key (unless `key` says otherwise).
+    func post(_ path: String, body: String, key: String? = TestGateway.publishKey) async throws -> (status: Int, body: JSONValue) {
+        var request = HTTPClientRequest(url: baseURL + path)
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/json")
+        if let key { request.headers.add(name: "X-API-Key", value: key) }
+        request.body = .bytes(ByteBuffer(string: body))
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(5))
+        let bytes = try await response.body.collect(upTo: 1 << 20)
+        return (Int(response.status.code), (try? JSONParser.parse(bytes.readableBytesView)) ?? .null)
+    }
+}
+
+extension String {
+    /// Parses the string as JSON (test convenience).
+    var json: JSONValue { (try? JSONParser.parse(self)) ?? .null }
+}
