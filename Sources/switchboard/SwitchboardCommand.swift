@@ -10,7 +10,7 @@ struct SwitchboardCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "switchboard",
         abstract: "A real-time edge gateway: sources → topic router → WebSocket clients.",
-        subcommands: [Run.self, Check.self],
+        subcommands: [Run.self, Check.self, Plugins.self],
         defaultSubcommand: Run.self
     )
 }
@@ -100,5 +100,16 @@ struct Check: ParsableCommand {
             }
         }
         if failed { throw ExitCode(1) }
+    }
+}
+
+/// `switchboard plugins`: prints the reference of every built-in plugin (Markdown).
+struct Plugins: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the built-in plugins and their configuration keys as Markdown."
+    )
+
+    func run() throws {
+        print(PluginDocumentation.markdown(for: BuiltinPlugins.registry), terminator: "")
     }
 }

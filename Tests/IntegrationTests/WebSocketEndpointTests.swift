@@ -220,7 +220,7 @@ import Testing
           - path: /ws
             heartbeat:
               interval: 200ms
-              timeout: 300ms
+              timeout: 600ms
         """
 
     @Test func serverPingsAndDropsSilentPeers() async throws {

@@ -39,3 +39,13 @@ import switchboard
         #expect(configuration.endpoints.first?.subscribe.map(\.text) == ["metrics"])
     }
 }
+
+/// The committed plugin reference must match what the specs generate.
+@Suite struct PluginReferenceTests {
+    @Test func docsAreUpToDate() throws {
+        let file = ShippedConfigTests.repository.appendingPathComponent("Docs/plugins-reference.md")
+        let committed = try String(contentsOf: file, encoding: .utf8)
+        let generated = PluginDocumentation.markdown(for: BuiltinPlugins.registry)
+        #expect(committed == generated, "regenerate with: swift run switchboard plugins > Docs/plugins-reference.md")
+    }
+}

@@ -1,0 +1,148 @@
+import AsyncHTTPClient
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import Testing
+
+/// Runs the real `switchboard` executable built next to the test bundle.
+@Suite struct CommandLineTests {
+    static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    static var executable: URL {
+        let besideTests = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("switchboard")
+        if FileManager.default.isExecutableFile(atPath: besideTests.path) { return besideTests }
+        return repository.appendingPathComponent(".build/debug/switchboard")
+    }
+
+    /// Runs to completion; returns exit status and combined output.
+    static func run(_ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = arguments
+        process.currentDirectoryURL = repository
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
+    @Test func checkAcceptsEveryShippedConfig() throws {
+        let files = try FileManager.default.contentsOfDirectory(atPath: Self.repository.appendingPathComponent("configs").path)
+            .filter { $0.hasSuffix(".yaml") }.sorted().map { "configs/\($0)" }
+        let result = try Self.run(["check"] + files)
+        #expect(result.status == 0, "\(result.output)")
+        #expect(result.output.contains("configs/default.yaml: ok"))
+    }
+
+    @Test func checkPrintsEveryErrorWithPositionAndFails() throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("broken-\(UUID().uuidString).yaml")
+        try """
+            listener:
+              port: 99999
+            sources:
+              - plugin: timer
+                every: soon
+                topic: metrics
+            endpoints:
+              - path: /ws
+                encoders: [jason]
+            """.write(to: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let result = try Self.run(["check", file.path])
+        #expect(result.status == 1)
+        let lines = result.output.split(separator: "\n").map(String.init)
+        #expect(lines == [
+            "\(file.path):2:9: listener.port: port 99999 is out of range (use 1–65535, or 0 for any free port)",
+            "\(file.path):5:12: sources[0].every (timer): expected a duration such as 500ms, 2s, 1m or 1h, got 'soon' (units: ms, s, m, h; a plain number means seconds)",
+            "\(file.path):9:15: endpoints[0].encoders: unknown encoder 'jason' (did you mean 'json'? available: json)",
+        ])
+    }
+
+    @Test func checkReportsAMissingFile() throws {
+        let result = try Self.run(["check", "/nonexistent/switchboard.yaml"])
+        #expect(result.status == 1)
+        #expect(result.output.contains("/nonexistent/switchboard.yaml:1:1: cannot read file"))
+    }
+
+    @Test func runHonoursEnvironmentAndFlagsThenStopsOnSIGTERM() async throws {
+        // Environment alone: SWITCHBOARD_HOST / SWITCHBOARD_PORT override the default config.
+        let fromEnvironment = try await ServerProcess.start([], environment: ["SWITCHBOARD_HOST": "127.0.0.1", "SWITCHBOARD_PORT": "0"])
+        #expect(fromEnvironment.address.hasPrefix("127.0.0.1:"))
+        #expect(!fromEnvironment.address.hasSuffix(":8080"))
+        let health = try await HTTPClient.shared.execute(HTTPClientRequest(url: "http://\(fromEnvironment.address)/healthz"), timeout: .seconds(5))
+        #expect(health.status == .ok)
+        #expect(fromEnvironment.output.contains("demo key"))
+        #expect(fromEnvironment.output.contains("curl -X POST http://127.0.0.1:"))
+        let status = await fromEnvironment.terminate()
+        #expect(status == 0)
+        #expect(fromEnvironment.output.contains("switchboard stopped"))
+
+        // Flags win over the environment; a configured key is not replaced by a demo key.
+        let flagged = try await ServerProcess.start(
+            ["run", "configs/default.yaml", "--port", "0", "--host", "127.0.0.1", "--log-level", "debug"],
+            environment: ["SWITCHBOARD_PORT": "8080", "SWITCHBOARD_PUBLISH_KEY": "a-configured-key-0123456789"]
+        )
+        #expect(flagged.address.hasPrefix("127.0.0.1:"))
+        #expect(!flagged.address.hasSuffix(":8080"))
+        #expect(!flagged.output.contains("demo key"))
+        #expect(!flagged.output.contains("a-configured-key-0123456789"))
+        #expect(await flagged.terminate() == 0)
+    }
+}
+
+/// A `switchboard run` child process whose log is collected.
+final class ServerProcess: @unchecked Sendable {
+    let process = Process()
+    private let lock = NIOLock()
+    private var collected = ""
+    private(set) var address = ""
+
+    var output: String { lock.withLock { collected } }
+
+    static func start(_ arguments: [String], environment: [String: String]) async throws -> ServerProcess {
+        let server = ServerProcess()
+        server.process.executableURL = CommandLineTests.executable
+        server.process.arguments = arguments
+        server.process.currentDirectoryURL = CommandLineTests.repository
+        var env = ProcessInfo.processInfo.environment
+        env["SWITCHBOARD_PUBLISH_KEY"] = nil
+        server.process.environment = env.merging(environment) { $1 }
+        let pipe = Pipe()
+        server.process.standardOutput = pipe
+        server.process.standardError = pipe
+        pipe.fileHandleForReading.readabilityHandler = { handle in
+            let text = String(decoding: handle.availableData, as: UTF8.self)
+            server.lock.withLock { server.collected += text }
+        }
+        try server.process.run()
+        let deadline = ContinuousClock.now + .seconds(20)
+        while ContinuousClock.now < deadline {
+            if let line = server.output.split(separator: "\n").first(where: { $0.contains("switchboard listening") }),
+                let range = line.range(of: "address=")
+            {
+                server.address = String(line[range.upperBound...].prefix { $0 != " " })
+                try await Task.sleep(for: .milliseconds(100))
+                return server
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        server.process.terminate()
+        throw CancellationError()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    func terminate() async -> Int32 {
+        process.terminate()
+        let deadline = ContinuousClock.now + .seconds(15)
+        while process.isRunning && ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        try? await Task.sleep(for: .milliseconds(100))
+        return process.isRunning ? -1 : process.terminationStatus
+    }
+}
