@@ -65,7 +65,7 @@ public protocol EventEncoder: Sendable {
 }
 
 /// A sink encoder plugin: registered by ``typeName`` and named in endpoint `encoders:` lists.
-public protocol EncoderPlugin {
+public protocol EncoderPlugin: SendableMetatype {
     /// The name used in YAML.
     static var typeName: String { get }
     /// Summary and examples for generated docs.

@@ -88,7 +88,7 @@ public struct FilterContext: Sendable {
 }
 
 /// A filter plugin: config type, YAML name and builder.
-public protocol FilterPlugin {
+public protocol FilterPlugin: SendableMetatype {
     associatedtype Config: Decodable & Sendable
     static var typeName: String { get }
     static var spec: PluginSpec { get }

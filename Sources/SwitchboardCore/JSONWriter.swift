@@ -8,7 +8,8 @@ public enum JSONWriter {
     public static func write(_ value: JSONValue, into buffer: inout ByteBuffer) {
         switch value {
         case .null: buffer.writeStaticString("null")
-        case .bool(let flag): flag ? buffer.writeStaticString("true") : buffer.writeStaticString("false")
+        case .bool(let flag):
+            if flag { buffer.writeStaticString("true") } else { buffer.writeStaticString("false") }
         case .int(let number): writeInteger(number, into: &buffer)
         case .double(let number): writeDouble(number, into: &buffer)
         case .string(let string): writeString(string, into: &buffer)

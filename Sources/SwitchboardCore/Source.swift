@@ -50,7 +50,7 @@ public protocol SourceContext: Sendable {
 }
 
 /// A source plugin: a config type, a name for YAML and a builder.
-public protocol SourcePlugin {
+public protocol SourcePlugin: SendableMetatype {
     /// Configuration decoded from the source's YAML mapping; unknown keys are errors.
     associatedtype Config: Decodable & Sendable
     /// The `plugin:` name in YAML.

@@ -157,6 +157,7 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
             headers: head.headers.map { (name: $0.name, value: $0.value) },
             remoteAddress: channel.remoteAddress?.ipAddress
         )
+        let responseHeaders = headers
         let promise = channel.eventLoop.makePromise(of: Decision.self)
         promise.completeWithTask {
             var principal: Principal?
@@ -172,7 +173,7 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
             switch decision {
             case .admit(let principal):
                 admission.value = Admission(runtime: runtime, choice: negotiated.0, principal: principal)
-                return headers
+                return responseHeaders
             case .refuse(let refused):
                 runtime.rejected.add(1, ordering: .relaxed)
                 refusal.value = refused

@@ -47,6 +47,8 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
     private var closeTimer: Scheduled<Void>?
     private var fragments: (opcode: WebSocketOpcode, data: ByteBuffer)?
     private var registered = false
+    /// The channel's writability, tracked from events so deliveries need no atomic load.
+    private var writable = true
 
     init(runtime: EndpointRuntime, choice: EndpointPipeline.EncoderChoice, principal: Principal?, shard: LoopShard, logger: Logger) {
         self.runtime = runtime
@@ -118,8 +120,9 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
         // Unsubscribe on the next tick: this may run inside the shard's fan-out loop.
         if !patterns.isEmpty {
             let shard = self.shard
+            let handler = NIOLoopBound(self, eventLoop: shard.eventLoop)
             shard.eventLoop.execute {
-                for pattern in patterns { shard.unsubscribe(pattern, self) }
+                for pattern in patterns { shard.unsubscribe(pattern, handler.value) }
             }
         }
         context = nil
@@ -302,7 +305,8 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
         if code != 1000 && !reason.isEmpty { runtime.closedForCause.add(1, ordering: .relaxed) }
         let closeFrame = ServerFrame.close(code: code, reason: reason)
         let closePromise = context.eventLoop.makePromise(of: Void.self)
-        closePromise.futureResult.whenComplete { _ in context.close(promise: nil) }
+        let channel = context.channel
+        closePromise.futureResult.whenComplete { _ in channel.close(promise: nil) }
         output?.writeAndFlush(wrapOutboundOut(closeFrame), promise: closePromise)
     }
 
@@ -328,8 +332,9 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
         queue.removeAll()
         output?.writeAndFlush(wrapOutboundOut(ServerFrame.close(code: code, reason: reason)), promise: nil)
         let timeout = TimeAmount.nanoseconds(Self.nanoseconds(pipeline.closeTimeout))
-        closeTimer = context.eventLoop.scheduleTask(in: timeout) { [weak self] in
-            self?.context?.close(promise: nil)
+        let channel = context.channel
+        closeTimer = context.eventLoop.scheduleTask(in: timeout) {
+            channel.close(promise: nil)
         }
     }
 
@@ -349,7 +354,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
 
     func enqueue(_ frame: ByteBuffer) -> Bool {
         guard state == .open, let output else { return false }
-        switch queue.offer(frame, writable: output.channel.isWritable) {
+        switch queue.offer(frame, writable: writable) {
         case .writeNow:
             output.write(wrapOutboundOut(frame), promise: nil)
             return true
@@ -370,7 +375,8 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable, state == .open, let output {
+        writable = context.channel.isWritable
+        if writable, state == .open, let output {
             var wrote = false
             while output.channel.isWritable, let frame = queue.next() {
                 output.write(wrapOutboundOut(frame), promise: nil)
@@ -385,8 +391,9 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
 
     private func scheduleHeartbeat(at deadline: Int64) {
         guard deadline != Int64.max, let context else { return }
-        heartbeatTask = context.eventLoop.scheduleTask(deadline: .uptimeNanoseconds(UInt64(max(0, deadline)))) { [weak self] in
-            self?.heartbeatFired()
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        heartbeatTask = context.eventLoop.scheduleTask(deadline: .uptimeNanoseconds(UInt64(max(0, deadline)))) {
+            handler.value.heartbeatFired()
         }
     }
 

@@ -34,7 +34,7 @@ import Testing
     @Test func checkAcceptsEveryShippedConfig() throws {
         let files = try FileManager.default.contentsOfDirectory(atPath: Self.repository.appendingPathComponent("configs").path)
             .filter { $0.hasSuffix(".yaml") }.sorted().map { "configs/\($0)" }
-        let result = try Self.run(["check"] + files)
+        let result = try Self.run(["check"] + files, environment: ["TAKHIN_EVENTS_KEY": "example-key-0123456789abcdef"])
         #expect(result.status == 0, "\(result.output)")
         #expect(result.output.contains("configs/default.yaml: ok"))
     }

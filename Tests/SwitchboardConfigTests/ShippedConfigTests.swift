@@ -19,9 +19,12 @@ import switchboard
         #expect(Self.files.contains("default.yaml"))
     }
 
+    /// Variables the example configs require (secrets have no defaults on purpose).
+    static let exampleEnvironment = ["TAKHIN_EVENTS_KEY": "example-key-0123456789abcdef"]
+
     @Test(arguments: files)
     func loads(file: String) throws {
-        let loader = ConfigurationLoader(registry: BuiltinPlugins.registry, environment: [:])
+        let loader = ConfigurationLoader(registry: BuiltinPlugins.registry, environment: Self.exampleEnvironment)
         let configuration = try loader.load(contentsOf: Self.configs.appendingPathComponent(file).path)
         #expect(!configuration.endpoints.isEmpty)
     }
@@ -29,6 +32,16 @@ import switchboard
     @Test func builtInDefaultMatchesTheShippedFile() throws {
         let shipped = try String(contentsOf: Self.configs.appendingPathComponent("default.yaml"), encoding: .utf8)
         #expect(shipped == DefaultConfiguration.yaml)
+    }
+
+    @Test func takhinConsoleMatchesTheSeed() throws {
+        let loader = ConfigurationLoader(registry: BuiltinPlugins.registry, environment: Self.exampleEnvironment)
+        let configuration = try loader.load(contentsOf: Self.configs.appendingPathComponent("takhin-console.yaml").path)
+        let endpoint = try #require(configuration.endpoints.first)
+        #expect(endpoint.path == "/api/monitoring/ws")
+        #expect(endpoint.subscribe.map(\.text) == ["metrics", "topic:*", "group:*"])
+        #expect(endpoint.heartbeat.interval == .seconds(54))
+        #expect(endpoint.heartbeat.interval.nanoseconds + endpoint.heartbeat.timeout.nanoseconds == ConfigDuration.seconds(60).nanoseconds)
     }
 
     @Test func defaultConfigurationIsTheDemo() throws {
