@@ -1,7 +1,7 @@
 import Logging
 
 /// The parts of a WebSocket upgrade request a filter may look at.
-public struct UpgradeRequest: Sendable {
+public struct UpgradeRequest: Sendable, HeaderAndQueryLookup {
     /// Endpoint path, without the query.
     public var path: String
     /// Decoded query parameters in order.
@@ -23,16 +23,6 @@ public struct UpgradeRequest: Sendable {
         self.remoteAddress = remoteAddress
     }
 
-    /// The first header named `name` (case-insensitive).
-    public func header(_ name: String) -> String? {
-        let lowered = name.lowercased()
-        return headers.first { $0.name.lowercased() == lowered }?.value
-    }
-
-    /// The first query parameter named `name`.
-    public func queryValue(_ name: String) -> String? {
-        query.first { $0.name == name }?.value
-    }
 }
 
 /// Who a connection belongs to, as established by an auth filter.

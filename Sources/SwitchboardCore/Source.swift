@@ -91,7 +91,7 @@ public struct HTTPRoute: Sendable {
 }
 
 /// A request as seen by a plugin route.
-public struct HTTPRouteRequest: Sendable {
+public struct HTTPRouteRequest: Sendable, HeaderAndQueryLookup {
     /// Header fields in order; names as sent.
     public var headers: [(name: String, value: String)]
     /// Decoded query parameters in order.
@@ -113,16 +113,6 @@ public struct HTTPRouteRequest: Sendable {
         self.remoteAddress = remoteAddress
     }
 
-    /// The first header named `name` (case-insensitive).
-    public func header(_ name: String) -> String? {
-        let lowered = name.lowercased()
-        return headers.first { $0.name.lowercased() == lowered }?.value
-    }
-
-    /// The first query parameter named `name`.
-    public func queryValue(_ name: String) -> String? {
-        query.first { $0.name == name }?.value
-    }
 }
 
 /// A response from a plugin route; bodies are JSON.
@@ -140,5 +130,24 @@ public struct HTTPRouteResponse: Sendable {
     /// A JSON error body `{"error":{"code","message"}}` with `status`.
     public static func error(_ status: Int, code: String, message: String) -> HTTPRouteResponse {
         HTTPRouteResponse(status: status, body: ["error": ["code": .string(code), "message": .string(message)]])
+    }
+}
+
+/// Header and query lookups shared by upgrade requests and plugin route requests.
+public protocol HeaderAndQueryLookup {
+    var headers: [(name: String, value: String)] { get }
+    var query: [(name: String, value: String)] { get }
+}
+
+extension HeaderAndQueryLookup {
+    /// The first header named `name` (case-insensitive).
+    public func header(_ name: String) -> String? {
+        let lowered = name.lowercased()
+        return headers.first { $0.name.lowercased() == lowered }?.value
+    }
+
+    /// The first query parameter named `name`.
+    public func queryValue(_ name: String) -> String? {
+        query.first { $0.name == name }?.value
     }
 }
