@@ -27,6 +27,10 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
     ],
     targets: [
+        // MARK: system libraries (Debian: zlib1g-dev, libmsgpack-dev)
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CMsgPack", path: "Sources/CMsgPack", pkgConfig: "msgpack", providers: [.apt(["libmsgpack-dev"])]),
+
         // MARK: vocabulary and protocols
         .target(
             name: "SwitchboardCore",
@@ -48,6 +52,7 @@ let package = Package(
             name: "SwitchboardKernel",
             dependencies: [
                 "SwitchboardCore",
+                "CZlib",
                 "SwitchboardConfig",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -95,6 +100,7 @@ let package = Package(
                 "TimerPlugin",
                 "WebhookPlugin",
                 "JSONPlugin",
+                "MessagePackPlugin",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -106,6 +112,12 @@ let package = Package(
             name: "JSONPlugin",
             dependencies: ["SwitchboardCore", .product(name: "NIOCore", package: "swift-nio")],
             path: "Plugins/JSON/Sources",
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "MessagePackPlugin",
+            dependencies: ["SwitchboardCore", "CMsgPack", .product(name: "NIOCore", package: "swift-nio")],
+            path: "Plugins/MessagePack/Sources",
             swiftSettings: swiftSettings
         ),
         .target(
@@ -131,6 +143,12 @@ let package = Package(
             name: "JSONPluginTests",
             dependencies: ["JSONPlugin", "SwitchboardCore"],
             path: "Plugins/JSON/Tests",
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "MessagePackPluginTests",
+            dependencies: ["MessagePackPlugin", "SwitchboardCore"],
+            path: "Plugins/MessagePack/Tests",
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -168,7 +186,7 @@ let package = Package(
             name: "IntegrationTests",
             dependencies: [
                 "SwitchboardServer", "SwitchboardKernel", "SwitchboardConfig", "SwitchboardCore", "SwitchboardTesting",
-                "TimerPlugin", "WebhookPlugin", "JSONPlugin", "switchboard",
+                "TimerPlugin", "WebhookPlugin", "JSONPlugin", "MessagePackPlugin", "switchboard",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

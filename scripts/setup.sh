@@ -12,7 +12,7 @@ if ! command -v swift >/dev/null 2>&1; then
 fi
 
 # Debian packages used by the tests and the README's examples.
-APT_PACKAGES=(curl ca-certificates)
+APT_PACKAGES=(curl ca-certificates pkg-config zlib1g-dev libmsgpack-dev chromium)
 
 missing=()
 for package in "${APT_PACKAGES[@]}"; do
@@ -24,4 +24,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}"
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+
+# Python packages for the interop tests (PyPI).
+if ! python3 -c "import websockets, msgpack, pytest" 2>/dev/null; then
+    echo "setup: installing Python test packages"
+    python3 -m pip install -q --disable-pip-version-check -r "$(dirname "${BASH_SOURCE[0]}")/../Tests/Interop/requirements.txt"
 fi

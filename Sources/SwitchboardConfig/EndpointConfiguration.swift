@@ -24,10 +24,12 @@ public struct EndpointConfiguration: Sendable, Decodable {
     public var sendQueue: SendQueueConfiguration
     /// `pubsub` (default) or `echo` (conformance testing: every message is sent back).
     public var mode: EndpointMode
+    /// permessage-deflate settings.
+    public var compression: CompressionConfiguration
     var position: ConfigPosition?
 
     enum CodingKeys: String, CodingKey {
-        case path, encoders, topics, subscribe, filters, heartbeat, mode
+        case path, encoders, topics, subscribe, filters, heartbeat, mode, compression
         case maxMessageSize = "max_message_size"
         case maxSubscriptions = "max_subscriptions"
         case sendQueue = "send_queue"
@@ -52,6 +54,7 @@ public struct EndpointConfiguration: Sendable, Decodable {
         maxSubscriptions = try container.value(.maxSubscriptions, default: 128)
         sendQueue = try container.value(.sendQueue, default: SendQueueConfiguration())
         mode = try container.value(.mode, default: .pubsub)
+        compression = try container.value(.compression, default: .off)
 
         guard let node else { return }
         if !path.hasPrefix("/") || path.contains("?") || path.contains(" ") {

@@ -24,6 +24,8 @@ public struct EndpointPipeline: Sendable {
     public let mode: EndpointMode
     /// How long a close handshake may take before the socket is closed anyway.
     public let closeTimeout: Duration
+    /// permessage-deflate, when the endpoint enables it.
+    public let compression: EndpointCompression?
 
     public init(
         path: String,
@@ -37,7 +39,8 @@ public struct EndpointPipeline: Sendable {
         maxSubscriptions: Int,
         sendQueue: SendQueueConfiguration,
         mode: EndpointMode,
-        closeTimeout: Duration = .seconds(2)
+        closeTimeout: Duration = .seconds(2),
+        compression: EndpointCompression? = nil
     ) {
         self.path = path
         self.encoders = encoders
@@ -51,6 +54,7 @@ public struct EndpointPipeline: Sendable {
         self.sendQueue = sendQueue
         self.mode = mode
         self.closeTimeout = closeTimeout
+        self.compression = compression
     }
 
     /// Why a handshake's encoder request cannot be met.
@@ -93,5 +97,24 @@ public struct EndpointPipeline: Sendable {
         guard topics.covers(pattern) else { return false }
         if let allowed = principal?.topics, !allowed.covers(pattern) { return false }
         return filters.allSatisfy { $0.allowSubscription(to: pattern.text, principal: principal) }
+    }
+}
+
+/// An endpoint's permessage-deflate settings, resolved at start-up.
+public struct EndpointCompression: Sendable {
+    public let policy: PerMessageDeflate.Policy
+    public let profile: CompressionProfile
+    /// Node-wide budget for dedicated compressors.
+    public let maxMemory: Int
+
+    public init(policy: PerMessageDeflate.Policy, profile: CompressionProfile, maxMemory: Int) {
+        self.policy = policy
+        self.profile = profile
+        self.maxMemory = maxMemory
+    }
+
+    /// Compressor settings for a connection with `agreement`.
+    public func settings(for agreement: PerMessageDeflate.Agreement) -> DeflateSettings {
+        DeflateSettings(windowBits: agreement.serverWindowBits, level: profile.level, memLevel: profile.memLevel)
     }
 }

@@ -31,7 +31,11 @@ public struct GatewayAssembly: Sendable {
             guard let factory = registry.encoders[name] else { throw AssemblyError("unknown encoder '\(name)'") }
             encoders.append(factory.make())
         }
-        let variants = VariantTable(encoders: encoders)
+        let profiles = configuration.endpoints.compactMap { endpoint -> CompressionProfile? in
+            guard endpoint.compression.mode != .off else { return nil }
+            return Self.profile(endpoint.compression)
+        }
+        let variants = VariantTable(encoders: encoders, compressionProfiles: profiles)
         let kernel = Kernel(eventLoopGroup: eventLoopGroup, variants: variants)
 
         var pipelines: [EndpointPipeline] = []
@@ -59,7 +63,8 @@ public struct GatewayAssembly: Sendable {
                     maxSubscriptions: endpoint.maxSubscriptions,
                     sendQueue: endpoint.sendQueue,
                     mode: endpoint.mode,
-                    closeTimeout: configuration.shutdownGrace.duration
+                    closeTimeout: configuration.shutdownGrace.duration,
+                    compression: Self.compression(endpoint.compression)
                 )
             )
         }
@@ -93,6 +98,26 @@ public struct GatewayAssembly: Sendable {
             routes: routes.all,
             supervisor: supervisor,
             statsProvider: statsProvider
+        )
+    }
+}
+
+extension GatewayAssembly {
+    static func profile(_ configuration: CompressionConfiguration) -> CompressionProfile {
+        CompressionProfile(level: configuration.level, memLevel: configuration.memLevel, minSize: configuration.minSize.bytes)
+    }
+
+    static func compression(_ configuration: CompressionConfiguration) -> EndpointCompression? {
+        let mode: PerMessageDeflate.Mode
+        switch configuration.mode {
+        case .off: return nil
+        case .shared: mode = .shared
+        case .dedicated: mode = .dedicated
+        }
+        return EndpointCompression(
+            policy: PerMessageDeflate.Policy(mode: mode, serverWindowBits: configuration.windowBits, clientWindowBits: configuration.clientWindowBits),
+            profile: profile(configuration),
+            maxMemory: configuration.maxMemory.bytes
         )
     }
 }

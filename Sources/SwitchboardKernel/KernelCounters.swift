@@ -7,8 +7,14 @@ public final class KernelCounters: Sendable {
     public let eventsIn = Atomic<Int>(0)
     /// Frames written to connections.
     public let deliveries = Atomic<Int>(0)
-    /// Encoder invocations on the broadcast path (one per event and variant at most).
+    /// Encoder invocations on the broadcast path (at most one per event and encoder).
     public let encodes = Atomic<Int>(0)
+    /// Shared compressions on the broadcast path (at most one per event and compressed variant).
+    public let compressions = Atomic<Int>(0)
+    /// Complete frames built on the broadcast path (at most one per event and variant).
+    public let frameBuilds = Atomic<Int>(0)
+    /// Bytes of zlib state reserved by dedicated-mode connections (node-wide budget).
+    public let dedicatedCompressionMemory = Atomic<Int>(0)
     /// Frames dropped by slow-consumer policies.
     public let dropped = Atomic<Int>(0)
 

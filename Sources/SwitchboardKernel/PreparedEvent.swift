@@ -1,62 +1,172 @@
+import NIOConcurrencyHelpers
 import NIOCore
 import Synchronization
 import SwitchboardCore
 
-/// Identifies one wire form of an event: which encoder (and, later, which compression
-/// parameters). Variants are numbered densely by the kernel's ``VariantTable``.
+/// Identifies one wire form of an event: an encoder, optionally with permessage-deflate
+/// settings. Variants are numbered densely by the kernel's ``VariantTable``.
 public struct VariantID: Hashable, Sendable {
     public let index: Int
     public init(index: Int) { self.index = index }
 }
 
-/// The wire forms the kernel can build, fixed at start-up.
+/// Compression settings shared by a group of variants (one per endpoint configuration).
+public struct CompressionProfile: Hashable, Sendable {
+    public var level: Int
+    public var memLevel: Int
+    /// Payloads smaller than this are sent uncompressed.
+    public var minSize: Int
+
+    public init(level: Int, memLevel: Int, minSize: Int) {
+        self.level = level
+        self.memLevel = memLevel
+        self.minSize = minSize
+    }
+
+    /// Server windows a client may ask for (zlib's raw deflate supports 9–15).
+    public static let windowBits = 9...15
+}
+
+/// The wire forms the kernel can build, fixed at start-up: for every encoder one plain
+/// variant, and one per compression profile and window size. Frames are built lazily, so
+/// unused variants cost nothing.
 public struct VariantTable: Sendable {
-    /// One entry per variant.
+    /// One wire form.
     public struct Entry: Sendable {
+        public let encoderIndex: Int
         public let encoder: any EventEncoder
+        public let deflate: DeflateSettings?
+        public let minSize: Int
+        let compressor: SharedDeflater?
     }
 
+    public let encoders: [any EventEncoder]
     public let entries: [Entry]
+    private let plainIndex: [String: Int]
+    private let compressedIndex: [CompressedKey: Int]
 
-    /// One variant per encoder.
-    public init(encoders: [any EventEncoder]) {
-        self.entries = encoders.map { Entry(encoder: $0) }
+    private struct CompressedKey: Hashable {
+        let encoder: String
+        let profile: CompressionProfile
+        let windowBits: Int
     }
 
-    /// The variant for the encoder named `name`.
+    public init(encoders: [any EventEncoder], compressionProfiles: [CompressionProfile] = []) {
+        var entries: [Entry] = []
+        var plain: [String: Int] = [:]
+        var compressed: [CompressedKey: Int] = [:]
+        for (encoderIndex, encoder) in encoders.enumerated() {
+            plain[encoder.name] = entries.count
+            entries.append(Entry(encoderIndex: encoderIndex, encoder: encoder, deflate: nil, minSize: 0, compressor: nil))
+            for profile in Set(compressionProfiles) {
+                for bits in CompressionProfile.windowBits {
+                    let settings = DeflateSettings(windowBits: bits, level: profile.level, memLevel: profile.memLevel)
+                    compressed[CompressedKey(encoder: encoder.name, profile: profile, windowBits: bits)] = entries.count
+                    entries.append(
+                        Entry(
+                            encoderIndex: encoderIndex, encoder: encoder, deflate: settings, minSize: profile.minSize,
+                            compressor: SharedDeflater(settings: settings)
+                        )
+                    )
+                }
+            }
+        }
+        self.encoders = encoders
+        self.entries = entries
+        self.plainIndex = plain
+        self.compressedIndex = compressed
+    }
+
+    /// Convenience for one plain variant per encoder.
+    public init(encoders: [any EventEncoder]) {
+        self.init(encoders: encoders, compressionProfiles: [])
+    }
+
+    /// The uncompressed variant of the encoder named `name`.
     public func variant(forEncoder name: String) -> VariantID? {
-        entries.firstIndex { $0.encoder.name == name }.map(VariantID.init(index:))
+        plainIndex[name].map(VariantID.init(index:))
+    }
+
+    /// The shared-compression variant for `name`, `profile` and a server window.
+    public func variant(forEncoder name: String, profile: CompressionProfile, windowBits: Int) -> VariantID? {
+        compressedIndex[CompressedKey(encoder: name, profile: profile, windowBits: windowBits)].map(VariantID.init(index:))
     }
 
     public var count: Int { entries.count }
 }
 
+/// A compressor shared by every connection of one variant (no context takeover, so the
+/// output depends only on the input). Used under its own lock, once per event.
+final class SharedDeflater: @unchecked Sendable {
+    private let lock = NIOLock()
+    private let settings: DeflateSettings
+    private var deflater: Deflater?
+
+    init(settings: DeflateSettings) {
+        self.settings = settings
+    }
+
+    func compress(_ payload: ByteBuffer, into output: inout ByteBuffer) -> Bool {
+        lock.withLock {
+            if deflater == nil { deflater = Deflater(settings: settings) }
+            guard let deflater else { return false }
+            deflater.compress(payload, into: &output, resetAfter: true)
+            return true
+        }
+    }
+}
+
 /// One published event plus its frames, built lazily at most once per variant and shared
-/// by every recipient on that variant, on every event loop.
+/// by every recipient on that variant, on every event loop. The encoder runs once per
+/// encoder (the uncompressed frame's payload feeds the compressed variants).
 public final class PreparedEvent: Sendable {
     public let event: Event
     private let table: VariantTable
-    private let frames: Mutex<[ByteBuffer?]>
+    private let state: Mutex<State>
     private let counters: KernelCounters
+
+    private struct State: ~Copyable {
+        var plainFrames: [ByteBuffer?]
+        var frames: [ByteBuffer?]
+    }
 
     init(event: Event, table: VariantTable, counters: KernelCounters) {
         self.event = event
         self.table = table
         self.counters = counters
-        self.frames = Mutex(Array(repeating: nil, count: table.count))
+        self.state = Mutex(State(plainFrames: Array(repeating: nil, count: table.encoders.count), frames: Array(repeating: nil, count: table.count)))
     }
 
-    /// The complete WebSocket frame for `variant`, encoding it on first use.
+    /// The complete WebSocket frame for `variant`, building it on first use.
     public func frame(for variant: VariantID) -> ByteBuffer {
-        frames.withLock { frames in
-            guard variant.index >= 0 && variant.index < frames.count else { return ByteBuffer() }
-            if let frame = frames[variant.index] { return frame }
-            let encoder = table.entries[variant.index].encoder
-            let frame = ServerFrame.make(opcode: encoder.frameKind == .text ? .text : .binary) { buffer in
-                encoder.encode(event, into: &buffer)
+        state.withLock { state in
+            guard variant.index >= 0 && variant.index < state.frames.count else { return ByteBuffer() }
+            if let frame = state.frames[variant.index] { return frame }
+            let entry = table.entries[variant.index]
+            let plain: ByteBuffer
+            if let cached = state.plainFrames[entry.encoderIndex] {
+                plain = cached
+            } else {
+                let encoder = entry.encoder
+                let event = self.event
+                plain = ServerFrame.make(opcode: encoder.frameKind == .text ? .text : .binary) { buffer in
+                    encoder.encode(event, into: &buffer)
+                }
+                counters.encodes.add(1, ordering: .relaxed)
+                counters.frameBuilds.add(1, ordering: .relaxed)
+                state.plainFrames[entry.encoderIndex] = plain
             }
-            counters.encodes.add(1, ordering: .relaxed)
-            frames[variant.index] = frame
+            var frame = plain
+            if let compressor = entry.compressor, let payload = ServerFrame.payload(of: plain), payload.readableBytes >= entry.minSize {
+                var compressed = ByteBuffer()
+                compressed.reserveCapacity(payload.readableBytes / 2 + 64)
+                if compressor.compress(payload, into: &compressed) {
+                    frame = ServerFrame.make(opcode: entry.encoder.frameKind == .text ? .text : .binary, payload: compressed, rsv1: true)
+                    counters.compressions.add(1, ordering: .relaxed)
+                    counters.frameBuilds.add(1, ordering: .relaxed)
+                }
+            }
+            state.frames[variant.index] = frame
             return frame
         }
     }

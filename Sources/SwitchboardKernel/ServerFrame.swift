@@ -58,14 +58,27 @@ public enum ServerFrame {
         return buffer
     }
 
-    /// A whole frame around an existing payload.
-    public static func make(opcode: Opcode, payload: ByteBuffer) -> ByteBuffer {
+    /// A whole frame around an existing payload; `rsv1` marks a compressed message (RFC 7692).
+    public static func make(opcode: Opcode, payload: ByteBuffer, rsv1: Bool = false) -> ByteBuffer {
         var buffer = ByteBuffer()
         buffer.reserveCapacity(headerSize(payloadLength: payload.readableBytes) + payload.readableBytes)
-        writeHeader(opcode: opcode, payloadLength: payload.readableBytes, into: &buffer)
+        writeHeader(opcode: opcode, payloadLength: payload.readableBytes, rsv1: rsv1, into: &buffer)
         var payload = payload
         buffer.writeBuffer(&payload)
         return buffer
+    }
+
+    /// The payload of a complete unmasked frame built by this type (a slice, no copy).
+    public static func payload(of frame: ByteBuffer) -> ByteBuffer? {
+        guard let second = frame.getInteger(at: frame.readerIndex + 1, as: UInt8.self) else { return nil }
+        let code = Int(second & 0x7F)
+        let header = code < 126 ? 2 : (code == 126 ? 4 : 10)
+        return frame.getSlice(at: frame.readerIndex + header, length: frame.readableBytes - header)
+    }
+
+    /// The opcode of a complete frame.
+    public static func opcode(of frame: ByteBuffer) -> Opcode? {
+        frame.getInteger(at: frame.readerIndex, as: UInt8.self).flatMap { Opcode(rawValue: $0 & 0x0F) }
     }
 
     /// A close frame with `code` and a reason (truncated to fit the 125-byte control limit).

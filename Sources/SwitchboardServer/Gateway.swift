@@ -231,6 +231,9 @@ public final class Gateway: Sendable {
             "events_in": .int(Int64(counters.eventsIn.load(ordering: .relaxed))),
             "deliveries_out": .int(Int64(counters.deliveries.load(ordering: .relaxed))),
             "encodes": .int(Int64(counters.encodes.load(ordering: .relaxed))),
+            "compressions": .int(Int64(counters.compressions.load(ordering: .relaxed))),
+            "frame_builds": .int(Int64(counters.frameBuilds.load(ordering: .relaxed))),
+            "dedicated_compression_memory_bytes": .int(Int64(counters.dedicatedCompressionMemory.load(ordering: .relaxed))),
             "dropped": .int(Int64(counters.dropped.load(ordering: .relaxed))),
             "sources": .array(assembly.supervisor.statuses().map(Self.sourceJSON)),
         ]

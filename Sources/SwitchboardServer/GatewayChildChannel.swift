@@ -42,6 +42,15 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
         let runtime: EndpointRuntime
         let choice: EndpointPipeline.EncoderChoice
         let principal: Principal?
+        let compression: CompressionSetup?
+    }
+
+    /// The negotiated permessage-deflate parameters and the variant deliveries use.
+    struct CompressionSetup: Sendable {
+        let agreement: PerMessageDeflate.Agreement
+        let settings: DeflateSettings
+        let minSize: Int
+        let variant: VariantID
     }
 
     let responder: HTTPChannelHandler.Responder
@@ -60,6 +69,8 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
+            // Real-time traffic: never hold small frames back for Nagle's algorithm.
+            try channel.syncOptions?.setOption(.socketOption(.tcp_nodelay), value: 1)
             let admission = NIOLoopBoundBox<Admission?>(nil, eventLoop: channel.eventLoop)
             let refusal = NIOLoopBoundBox<UpgradeRefusal?>(nil, eventLoop: channel.eventLoop)
             let endpoints = self.endpoints
@@ -70,7 +81,7 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
                 maxFrameSize: self.maxFrameSize,
                 enableAutomaticErrorHandling: false,
                 shouldUpgrade: { channel, head in
-                    Self.decide(head: head, channel: channel, endpoints: endpoints, admission: admission, refusal: refusal)
+                    Self.decide(head: head, channel: channel, endpoints: endpoints, kernel: kernel, admission: admission, refusal: refusal)
                 },
                 upgradePipelineHandler: { channel, _ in
                     channel.eventLoop.makeCompletedFuture {
@@ -82,9 +93,14 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
                         if let remote = channel.remoteAddress?.ipAddress {
                             handlerLogger[metadataKey: "remote"] = .string(remote)
                         }
+                        let compression = admitted.compression.map {
+                            ConnectionCompression(agreement: $0.agreement, settings: $0.settings, minSize: $0.minSize)
+                        }
                         let handler = WebSocketConnectionHandler(
                             runtime: admitted.runtime,
                             choice: admitted.choice,
+                            variant: admitted.compression?.variant ?? admitted.choice.variant,
+                            compression: compression,
                             principal: admitted.principal,
                             shard: shard,
                             logger: handlerLogger
@@ -126,6 +142,7 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
         head: HTTPRequestHead,
         channel: any Channel,
         endpoints: [String: EndpointRuntime],
+        kernel: Kernel,
         admission: NIOLoopBoundBox<Admission?>,
         refusal: NIOLoopBoundBox<UpgradeRefusal?>
     ) -> EventLoopFuture<HTTPHeaders?> {
@@ -147,8 +164,10 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
         }
         var headers = HTTPHeaders()
         if let subprotocol = negotiated.1 { headers.add(name: "Sec-WebSocket-Protocol", value: subprotocol) }
+        let compression = negotiateCompression(head: head, pipeline: pipeline, encoder: negotiated.0, kernel: kernel, channel: channel)
+        if let compression { headers.add(name: "Sec-WebSocket-Extensions", value: compression.agreement.responseHeader) }
         if pipeline.filters.isEmpty {
-            admission.value = Admission(runtime: runtime, choice: negotiated.0, principal: nil)
+            admission.value = Admission(runtime: runtime, choice: negotiated.0, principal: nil, compression: compression)
             return channel.eventLoop.makeSucceededFuture(headers)
         }
         let request = UpgradeRequest(
@@ -172,7 +191,7 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
         return promise.futureResult.map { decision in
             switch decision {
             case .admit(let principal):
-                admission.value = Admission(runtime: runtime, choice: negotiated.0, principal: principal)
+                admission.value = Admission(runtime: runtime, choice: negotiated.0, principal: principal, compression: compression)
                 return responseHeaders
             case .refuse(let refused):
                 runtime.rejected.add(1, ordering: .relaxed)
@@ -180,6 +199,42 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
                 return nil
             }
         }
+    }
+
+    /// Negotiates permessage-deflate; a dedicated agreement that does not fit the node-wide
+    /// memory budget falls back to shared. Reserved memory is returned when the channel closes.
+    private static func negotiateCompression(
+        head: HTTPRequestHead,
+        pipeline: EndpointPipeline,
+        encoder: EndpointPipeline.EncoderChoice,
+        kernel: Kernel,
+        channel: any Channel
+    ) -> CompressionSetup? {
+        guard let endpoint = pipeline.compression else { return nil }
+        let offers = PerMessageDeflate.parseOffers(head.headers["Sec-WebSocket-Extensions"])
+        guard var agreement = PerMessageDeflate.negotiate(offers: offers, policy: endpoint.policy) else { return nil }
+        var settings = endpoint.settings(for: agreement)
+        if agreement.mode == .dedicated {
+            let cost = settings.compressorMemory
+            if ConnectionCompression.reserve(cost, budget: endpoint.maxMemory, counter: kernel.counters.dedicatedCompressionMemory) {
+                let counters = kernel.counters
+                channel.closeFuture.whenComplete { _ in counters.dedicatedCompressionMemory.add(-cost, ordering: .relaxed) }
+            } else {
+                var shared = endpoint.policy
+                shared.mode = .shared
+                guard let fallback = PerMessageDeflate.negotiate(offers: offers, policy: shared) else { return nil }
+                agreement = fallback
+                settings = endpoint.settings(for: agreement)
+            }
+        }
+        let variant: VariantID?
+        if agreement.mode == .dedicated {
+            variant = encoder.variant
+        } else {
+            variant = kernel.variants.variant(forEncoder: encoder.encoder.name, profile: endpoint.profile, windowBits: agreement.serverWindowBits)
+        }
+        guard let variant else { return nil }
+        return CompressionSetup(agreement: agreement, settings: settings, minSize: endpoint.profile.minSize, variant: variant)
     }
 
     private enum Decision: Sendable {

@@ -27,6 +27,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
     private let runtime: EndpointRuntime
     private var pipeline: EndpointPipeline { runtime.pipeline }
     private let choice: EndpointPipeline.EncoderChoice
+    private let compression: ConnectionCompression?
     private let principal: Principal?
     private let shard: LoopShard
     private var logger: Logger
@@ -45,15 +46,24 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
     private var heartbeat: HeartbeatStateMachine
     private var heartbeatTask: Scheduled<Void>?
     private var closeTimer: Scheduled<Void>?
-    private var fragments: (opcode: WebSocketOpcode, data: ByteBuffer)?
+    private var fragments: (opcode: WebSocketOpcode, data: ByteBuffer, compressed: Bool)?
     private var registered = false
     /// The channel's writability, tracked from events so deliveries need no atomic load.
     private var writable = true
 
-    init(runtime: EndpointRuntime, choice: EndpointPipeline.EncoderChoice, principal: Principal?, shard: LoopShard, logger: Logger) {
+    init(
+        runtime: EndpointRuntime,
+        choice: EndpointPipeline.EncoderChoice,
+        variant: VariantID,
+        compression: ConnectionCompression?,
+        principal: Principal?,
+        shard: LoopShard,
+        logger: Logger
+    ) {
         self.runtime = runtime
         self.choice = choice
-        self.variant = choice.variant
+        self.variant = variant
+        self.compression = compression
         self.principal = principal
         self.shard = shard
         self.logger = logger
@@ -163,7 +173,10 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
         let frame = unwrapInboundIn(data)
         heartbeat.heard(now: Self.now())
         guard state != .closed else { return }
-        if frame.rsv1 || frame.rsv2 || frame.rsv3 {
+        // RSV1 marks a compressed message: only on the first frame of a data message, and
+        // only when permessage-deflate was negotiated. RSV2/RSV3 are never in use.
+        let rsv1Allowed = compression != nil && (frame.opcode == .text || frame.opcode == .binary)
+        if frame.rsv2 || frame.rsv3 || (frame.rsv1 && !rsv1Allowed) {
             failConnection(code: 1002, reason: "reserved bits set")
             return
         }
@@ -184,9 +197,9 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
                 return
             }
             if frame.fin {
-                handleMessage(opcode: frame.opcode, payload: payload)
+                handleMessage(opcode: frame.opcode, payload: payload, compressed: frame.rsv1)
             } else {
-                fragments = (frame.opcode, payload)
+                fragments = (frame.opcode, payload, frame.rsv1)
             }
         case .continuation:
             guard state == .open else { return }
@@ -203,7 +216,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
             fragments = nil  // release the reference so the append does not copy
             assembling.data.writeBuffer(&payload)
             if frame.fin {
-                handleMessage(opcode: assembling.opcode, payload: assembling.data)
+                handleMessage(opcode: assembling.opcode, payload: assembling.data, compressed: assembling.compressed)
             } else {
                 fragments = assembling
             }
@@ -226,14 +239,26 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
         }
     }
 
-    private func handleMessage(opcode: WebSocketOpcode, payload: ByteBuffer) {
+    private func handleMessage(opcode: WebSocketOpcode, payload: ByteBuffer, compressed: Bool) {
+        var payload = payload
+        if compressed, let compression {
+            do {
+                payload = try compression.inflate(payload, limit: pipeline.maxMessageSize)
+            } catch .tooLarge {
+                failConnection(code: 1009, reason: "message too big after decompression")
+                return
+            } catch {
+                failConnection(code: 1007, reason: "invalid compressed data")
+                return
+            }
+        }
         if opcode == .text && String(validating: payload.readableBytesView, as: UTF8.self) == nil {
             failConnection(code: 1007, reason: "invalid UTF-8 in text message")
             return
         }
         switch pipeline.mode {
         case .echo:
-            writeNow(ServerFrame.make(opcode: opcode == .text ? .text : .binary, payload: payload))
+            writeNow(dataFrame(opcode: opcode == .text ? .text : .binary, payload: payload))
         case .pubsub:
             switch choice.encoder.decode(payload) {
             case .success(let message): handle(message)
@@ -340,11 +365,18 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
 
     private func reply(_ message: ServerReply) {
         let encoder = choice.encoder
-        let timestamp = UnixTime.nowSeconds()
-        let frame = ServerFrame.make(opcode: encoder.frameKind == .text ? .text : .binary) { buffer in
-            encoder.encode(message, timestamp: timestamp, into: &buffer)
+        var payload = ByteBuffer()
+        encoder.encode(message, timestamp: UnixTime.nowSeconds(), into: &payload)
+        let frame = dataFrame(opcode: encoder.frameKind == .text ? .text : .binary, payload: payload)
+        if enqueueFrame(frame) { shard.needsFlush(self) }
+    }
+
+    /// A data frame built for this connection only, compressed when negotiated and large enough.
+    private func dataFrame(opcode: ServerFrame.Opcode, payload: ByteBuffer) -> ByteBuffer {
+        if let compressed = compression?.compress(payload) {
+            return ServerFrame.make(opcode: opcode, payload: compressed, rsv1: true)
         }
-        if enqueue(frame) { shard.needsFlush(self) }
+        return ServerFrame.make(opcode: opcode, payload: payload)
     }
 
     private func writeNow(_ frame: ByteBuffer) {
@@ -353,6 +385,17 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
     }
 
     func enqueue(_ frame: ByteBuffer) -> Bool {
+        // Dedicated compression keeps a per-connection context: the shared plain frame is
+        // compressed here, per recipient, which is the point of that mode.
+        if let compression, compression.isDedicated, let opcode = ServerFrame.opcode(of: frame),
+            let payload = ServerFrame.payload(of: frame), let compressed = compression.compress(payload)
+        {
+            return enqueueFrame(ServerFrame.make(opcode: opcode, payload: compressed, rsv1: true))
+        }
+        return enqueueFrame(frame)
+    }
+
+    private func enqueueFrame(_ frame: ByteBuffer) -> Bool {
         guard state == .open, let output else { return false }
         switch queue.offer(frame, writable: writable) {
         case .writeNow:

@@ -1,4 +1,5 @@
 import JSONPlugin
+import MessagePackPlugin
 import SwitchboardCore
 import TimerPlugin
 import WebhookPlugin
@@ -13,6 +14,7 @@ public enum BuiltinPlugins {
         registry.register(source: WebhookSource.self)
         // Encoders
         registry.register(encoder: JSONEncoderPlugin.self)
+        registry.register(encoder: MessagePackEncoderPlugin.self)
         // Filters: none built in yet.
         return registry
     }()

@@ -59,7 +59,7 @@ import Testing
         #expect(lines == [
             "\(file.path):2:9: listener.port: port 99999 is out of range (use 1–65535, or 0 for any free port)",
             "\(file.path):5:12: sources[0].every (timer): expected a duration such as 500ms, 2s, 1m or 1h, got 'soon' (units: ms, s, m, h; a plain number means seconds)",
-            "\(file.path):9:15: endpoints[0].encoders: unknown encoder 'jason' (did you mean 'json'? available: json)",
+            "\(file.path):9:15: endpoints[0].encoders: unknown encoder 'jason' (did you mean 'json'? available: json, msgpack)",
         ])
     }
 

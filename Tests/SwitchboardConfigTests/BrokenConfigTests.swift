@@ -116,7 +116,7 @@ import switchboard
                 """,
             expected: [
                 "test.yaml:2:11: endpoints[0].path: endpoint path must start with '/' and contain no query or spaces, got 'ws' (e.g. /ws)",
-                "test.yaml:3:15: endpoints[0].encoders: unknown encoder 'jsn' (did you mean 'json'? available: json)",
+                "test.yaml:3:15: endpoints[0].encoders: unknown encoder 'jsn' (did you mean 'json'? available: json, msgpack)",
                 "test.yaml:5:16: endpoints[0].subscribe: default subscription 'metrics' is outside the endpoint's topics (topics: public:*)",
             ]
         ),

@@ -147,3 +147,65 @@ struct CountingEncoder: EventEncoder {
         #expect(kernel.counters.eventsIn.load(ordering: .relaxed) == 1)
     }
 }
+
+@Suite(.serialized) struct VariantFanOutTests {
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+
+    @Test func thousandSubscribersOverFourVariantsMeanFourFramesTwoEncodingsTwoCompressions() async throws {
+        let json = CountingEncoder(name: "json")
+        let other = CountingEncoder(name: "other")
+        let profile = CompressionProfile(level: 6, memLevel: 8, minSize: 0)
+        let table = VariantTable(encoders: [json, other], compressionProfiles: [profile])
+        let variants = [
+            try #require(table.variant(forEncoder: "json")),
+            try #require(table.variant(forEncoder: "json", profile: profile, windowBits: 15)),
+            try #require(table.variant(forEncoder: "other")),
+            try #require(table.variant(forEncoder: "other", profile: profile, windowBits: 15)),
+        ]
+        let kernel = Kernel(eventLoopGroup: group, variants: table)
+        var subscribers: [CapturingSubscriber] = []
+        for i in 0..<1000 {
+            let shard = kernel.shards[i % kernel.shards.count]
+            let subscriber = CapturingSubscriber(variant: variants[i % 4])
+            _ = try await shard.eventLoop.submit { shard.subscribe(TopicPattern("metrics")!, subscriber) }.get()
+            subscribers.append(subscriber)
+        }
+        kernel.publish(Event(topic: "metrics", type: "metrics", data: ["text": .string(String(repeating: "abc", count: 100))]))
+        for _ in 0..<3 { for shard in kernel.shards { try await shard.eventLoop.submit {}.get() } }
+
+        #expect(kernel.counters.frameBuilds.load(ordering: .relaxed) == 4)
+        #expect(kernel.counters.encodes.load(ordering: .relaxed) == 2)
+        #expect(json.counter.calls.load(ordering: .relaxed) == 1)
+        #expect(other.counter.calls.load(ordering: .relaxed) == 1)
+        #expect(kernel.counters.compressions.load(ordering: .relaxed) == 2)
+        #expect(kernel.counters.deliveries.load(ordering: .relaxed) == 1000)
+
+        var storages: [Int: Set<Int>] = [:]
+        for (i, subscriber) in subscribers.enumerated() {
+            let shard = kernel.shards[i % kernel.shards.count]
+            let frames = try await shard.eventLoop.submit { subscriber.frames }.get()
+            #expect(frames.count == 1)
+            let address = frames.first?.withUnsafeReadableBytes { Int(bitPattern: $0.baseAddress) } ?? 0
+            storages[i % 4, default: []].insert(address)
+            let first = try #require(frames.first.flatMap { $0.getInteger(at: $0.readerIndex, as: UInt8.self) })
+            // Compressed variants carry RSV1 (0x40).
+            #expect((first & 0x40 != 0) == (i % 2 == 1))
+        }
+        #expect(storages.values.allSatisfy { $0.count == 1 })
+    }
+
+    @Test func smallPayloadsStayUncompressed() async throws {
+        let profile = CompressionProfile(level: 6, memLevel: 8, minSize: 1000)
+        let table = VariantTable(encoders: [JSONEventEncoder()], compressionProfiles: [profile])
+        let variant = try #require(table.variant(forEncoder: "json", profile: profile, windowBits: 15))
+        let kernel = Kernel(eventLoopGroup: group, variants: table)
+        let shard = kernel.shards[0]
+        let subscriber = CapturingSubscriber(variant: variant)
+        _ = try await shard.eventLoop.submit { shard.subscribe(TopicPattern("x")!, subscriber) }.get()
+        kernel.publish(Event(topic: "x", type: "t", data: "small"))
+        for _ in 0..<3 { try await shard.eventLoop.submit {}.get() }
+        let frame = try await shard.eventLoop.submit { subscriber.frames.first }.get()
+        #expect(frame.flatMap { $0.getInteger(at: $0.readerIndex, as: UInt8.self) } == 0x81)
+        #expect(kernel.counters.compressions.load(ordering: .relaxed) == 0)
+    }
+}

@@ -1,0 +1,91 @@
+"""Starts the real `switchboard` binary on a free loopback port for interop tests."""
+import os
+import pathlib
+import re
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+PUBLISH_KEY = "interop-publish-key-0123456789abcdef"
+
+CONFIG = """
+sources:
+  - name: publish
+    plugin: webhook
+    keys: ["${SWITCHBOARD_PUBLISH_KEY}"]
+  - name: ticker
+    plugin: timer
+    every: 200ms
+    topic: ticks
+    type: tick
+    data:
+      text: "%s"
+endpoints:
+  - path: /shared
+    encoders: [json, msgpack]
+    topics: ["*"]
+    compression: {mode: shared, min_size: 64}
+  - path: /dedicated
+    encoders: [json, msgpack]
+    topics: ["*"]
+    compression: {mode: dedicated, min_size: 0}
+  - path: /plain
+    encoders: [msgpack, json]
+    topics: ["*"]
+""" % ("tick " * 40)
+
+
+class Gateway:
+    def __init__(self, process, address, log):
+        self.process = process
+        self.address = address
+        self.log = log
+
+    def url(self, path):
+        return "ws://%s%s" % (self.address, path)
+
+    def publish(self, body):
+        request = urllib.request.Request(
+            "http://%s/api/publish" % self.address,
+            data=body.encode(),
+            headers={"X-API-Key": PUBLISH_KEY, "Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.status == 202
+
+    def stats(self):
+        import json
+
+        with urllib.request.urlopen("http://%s/stats" % self.address, timeout=5) as response:
+            return json.load(response)
+
+
+@pytest.fixture(scope="session")
+def gateway():
+    binary = os.environ.get("SWITCHBOARD_BINARY", str(ROOT / ".build/release/switchboard"))
+    directory = tempfile.mkdtemp()
+    config = pathlib.Path(directory) / "interop.yaml"
+    config.write_text(CONFIG)
+    log = pathlib.Path(directory) / "gateway.log"
+    env = dict(os.environ, SWITCHBOARD_PUBLISH_KEY=PUBLISH_KEY)
+    with open(log, "w") as output:
+        process = subprocess.Popen(
+            [binary, "run", str(config), "--host", "127.0.0.1", "--port", "0"],
+            stdout=output, stderr=subprocess.STDOUT, env=env,
+        )
+    address = None
+    for _ in range(200):
+        match = re.search(r"address=(127\.0\.0\.1:\d+)", log.read_text())
+        if match:
+            address = match.group(1)
+            break
+        time.sleep(0.05)
+    assert address, log.read_text()
+    yield Gateway(process, address, log)
+    process.terminate()
+    assert process.wait(timeout=15) == 0, log.read_text()
