@@ -101,6 +101,7 @@ let package = Package(
                 "WebhookPlugin",
                 "JSONPlugin",
                 "MessagePackPlugin",
+                "OriginPlugin",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -118,6 +119,12 @@ let package = Package(
             name: "MessagePackPlugin",
             dependencies: ["SwitchboardCore", "CMsgPack", .product(name: "NIOCore", package: "swift-nio")],
             path: "Plugins/MessagePack/Sources",
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "OriginPlugin",
+            dependencies: ["SwitchboardCore", .product(name: "Logging", package: "swift-log")],
+            path: "Plugins/Origin/Sources",
             swiftSettings: swiftSettings
         ),
         .target(
@@ -149,6 +156,12 @@ let package = Package(
             name: "MessagePackPluginTests",
             dependencies: ["MessagePackPlugin", "SwitchboardCore"],
             path: "Plugins/MessagePack/Tests",
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "OriginPluginTests",
+            dependencies: ["OriginPlugin", "SwitchboardCore", "SwitchboardConfig", .product(name: "Logging", package: "swift-log")],
+            path: "Plugins/Origin/Tests",
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -155,11 +155,13 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         if let error = error as? NIOWebSocketError {
+            // The frame decoder cannot read past its error, so the peer's close frame would
+            // never arrive: close the socket as soon as our close frame is out.
             switch error {
             case .invalidFrameLength:
-                failConnection(code: 1009, reason: "message too big")
+                failConnection(code: 1009, reason: "message too big", closeSocketAfterSending: true)
             default:
-                failConnection(code: 1002, reason: "protocol error")
+                failConnection(code: 1002, reason: "protocol error", closeSocketAfterSending: true)
             }
             return
         }
@@ -348,14 +350,22 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
 
     /// Sends a close frame, stops reading data, and closes the socket once the peer answers
     /// or the close timeout passes.
-    func failConnection(code: UInt16, reason: String, countAsCause: Bool = true) {
+    func failConnection(code: UInt16, reason: String, countAsCause: Bool = true, closeSocketAfterSending: Bool = false) {
         guard state == .open, let context else { return }
         state = .closeSent
         if countAsCause { runtime.closedForCause.add(1, ordering: .relaxed) }
         logger.debug("closing connection", metadata: ["code": "\(code)", "reason": "\(reason)"])
         fragments = nil
         queue.removeAll()
-        output?.writeAndFlush(wrapOutboundOut(ServerFrame.close(code: code, reason: reason)), promise: nil)
+        let frame = ServerFrame.close(code: code, reason: reason)
+        if closeSocketAfterSending {
+            let promise = context.eventLoop.makePromise(of: Void.self)
+            let channel = context.channel
+            promise.futureResult.whenComplete { _ in channel.close(promise: nil) }
+            output?.writeAndFlush(wrapOutboundOut(frame), promise: promise)
+            return
+        }
+        output?.writeAndFlush(wrapOutboundOut(frame), promise: nil)
         let timeout = TimeAmount.nanoseconds(Self.nanoseconds(pipeline.closeTimeout))
         let channel = context.channel
         closeTimer = context.eventLoop.scheduleTask(in: timeout) {

@@ -1,5 +1,6 @@
 import JSONPlugin
 import MessagePackPlugin
+import OriginPlugin
 import SwitchboardCore
 import TimerPlugin
 import WebhookPlugin
@@ -15,7 +16,8 @@ public enum BuiltinPlugins {
         // Encoders
         registry.register(encoder: JSONEncoderPlugin.self)
         registry.register(encoder: MessagePackEncoderPlugin.self)
-        // Filters: none built in yet.
+        // Filters
+        registry.register(filter: OriginFilter.self)
         return registry
     }()
 }
