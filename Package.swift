@@ -25,6 +25,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
     ],
     targets: [
         // MARK: system libraries (Debian: zlib1g-dev, libmsgpack-dev)
@@ -102,6 +103,7 @@ let package = Package(
                 "JSONPlugin",
                 "MessagePackPlugin",
                 "OriginPlugin",
+                "APIKeyPlugin",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -119,6 +121,16 @@ let package = Package(
             name: "MessagePackPlugin",
             dependencies: ["SwitchboardCore", "CMsgPack", .product(name: "NIOCore", package: "swift-nio")],
             path: "Plugins/MessagePack/Sources",
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "APIKeyPlugin",
+            dependencies: [
+                "SwitchboardCore",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Plugins/APIKey/Sources",
             swiftSettings: swiftSettings
         ),
         .target(
@@ -156,6 +168,12 @@ let package = Package(
             name: "MessagePackPluginTests",
             dependencies: ["MessagePackPlugin", "SwitchboardCore"],
             path: "Plugins/MessagePack/Tests",
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "APIKeyPluginTests",
+            dependencies: ["APIKeyPlugin", "OriginPlugin", "SwitchboardCore", "SwitchboardConfig", .product(name: "Logging", package: "swift-log")],
+            path: "Plugins/APIKey/Tests",
             swiftSettings: swiftSettings
         ),
         .testTarget(

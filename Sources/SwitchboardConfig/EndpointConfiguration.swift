@@ -26,10 +26,13 @@ public struct EndpointConfiguration: Sendable, Decodable {
     public var mode: EndpointMode
     /// permessage-deflate settings.
     public var compression: CompressionConfiguration
+    /// Role → topic patterns its holders may subscribe to; role `*` applies to everyone.
+    /// When set, a subscription needs a matching role as well as the endpoint's `topics`.
+    public var permissions: [String: [TopicPattern]]?
     var position: ConfigPosition?
 
     enum CodingKeys: String, CodingKey {
-        case path, encoders, topics, subscribe, filters, heartbeat, mode, compression
+        case path, encoders, topics, subscribe, filters, heartbeat, mode, compression, permissions
         case maxMessageSize = "max_message_size"
         case maxSubscriptions = "max_subscriptions"
         case sendQueue = "send_queue"
@@ -55,6 +58,7 @@ public struct EndpointConfiguration: Sendable, Decodable {
         sendQueue = try container.value(.sendQueue, default: SendQueueConfiguration())
         mode = try container.value(.mode, default: .pubsub)
         compression = try container.value(.compression, default: .off)
+        permissions = try container.decodeIfPresent([String: [TopicPattern]].self, forKey: .permissions)
 
         guard let node else { return }
         if !path.hasPrefix("/") || path.contains("?") || path.contains(" ") {

@@ -26,6 +26,8 @@ public struct EndpointPipeline: Sendable {
     public let closeTimeout: Duration
     /// permessage-deflate, when the endpoint enables it.
     public let compression: EndpointCompression?
+    /// Role → allowed topic patterns (`*` = every connection); `nil` = no role rules.
+    public let permissions: [String: [TopicPattern]]?
 
     public init(
         path: String,
@@ -40,7 +42,8 @@ public struct EndpointPipeline: Sendable {
         sendQueue: SendQueueConfiguration,
         mode: EndpointMode,
         closeTimeout: Duration = .seconds(2),
-        compression: EndpointCompression? = nil
+        compression: EndpointCompression? = nil,
+        permissions: [String: [TopicPattern]]? = nil
     ) {
         self.path = path
         self.encoders = encoders
@@ -55,6 +58,7 @@ public struct EndpointPipeline: Sendable {
         self.mode = mode
         self.closeTimeout = closeTimeout
         self.compression = compression
+        self.permissions = permissions
     }
 
     /// Why a handshake's encoder request cannot be met.
@@ -96,6 +100,10 @@ public struct EndpointPipeline: Sendable {
     public func mayTopic(_ pattern: TopicPattern, principal: Principal?) -> Bool {
         guard topics.covers(pattern) else { return false }
         if let allowed = principal?.topics, !allowed.covers(pattern) { return false }
+        if let permissions {
+            let roles = ["*"] + (principal?.roles ?? [])
+            guard roles.contains(where: { permissions[$0]?.covers(pattern) == true }) else { return false }
+        }
         return filters.allSatisfy { $0.allowSubscription(to: pattern.text, principal: principal) }
     }
 }

@@ -64,7 +64,8 @@ public struct GatewayAssembly: Sendable {
                     sendQueue: endpoint.sendQueue,
                     mode: endpoint.mode,
                     closeTimeout: configuration.shutdownGrace.duration,
-                    compression: Self.compression(endpoint.compression)
+                    compression: Self.compression(endpoint.compression),
+                    permissions: endpoint.permissions
                 )
             )
         }

@@ -1,3 +1,4 @@
+import APIKeyPlugin
 import JSONPlugin
 import MessagePackPlugin
 import OriginPlugin
@@ -17,6 +18,7 @@ public enum BuiltinPlugins {
         registry.register(encoder: JSONEncoderPlugin.self)
         registry.register(encoder: MessagePackEncoderPlugin.self)
         // Filters
+        registry.register(filter: APIKeyFilter.self)
         registry.register(filter: OriginFilter.self)
         return registry
     }()

@@ -48,3 +48,62 @@ import Testing
         await gateway.stop()
     }
 }
+
+/// API keys give connections roles; roles decide topics.
+@Suite struct PermissionIntegrationTests {
+    static let config = """
+        endpoints:
+          - path: /ws
+            topics: ["*"]
+            permissions:
+              "*": ["public:*"]
+              admin: ["*"]
+              viewer: ["metrics", "topic:*"]
+            filters:
+              - plugin: api_key
+                keys:
+                  - name: admin
+                    key: admin-key-0123456789abcdef
+                    roles: [admin]
+                  - name: viewer
+                    key: viewer-key-0123456789abcdef
+                    roles: [viewer]
+                  - name: narrow
+                    key: narrow-key-0123456789abcdef
+                    roles: [viewer]
+                    topics: ["metrics"]
+        """
+
+    func attempt(_ client: TestWebSocketClient, _ topic: String) async throws -> String {
+        try await client.sendText(#"{"type":"subscribe","data":"\#(topic)"}"#)
+        let reply = try await client.receiveText().json
+        return reply["type"] == "subscribed" ? "ok" : (reply["data"]?["code"]?.stringValue ?? "?")
+    }
+
+    @Test func rolesAndKeyTopicsLimitSubscriptions() async throws {
+        let gateway = try await TestGateway.start(Self.config)
+        await #expect {
+            try await TestWebSocketClient.connect(port: gateway.port, path: "/ws")
+        } throws: { ($0 as? TestWebSocketClient.HandshakeRefused)?.status == 401 }
+        await #expect {
+            try await TestWebSocketClient.connect(port: gateway.port, path: "/ws", headers: [("X-API-Key", "wrong-key-0123456789abcdef")])
+        } throws: { ($0 as? TestWebSocketClient.HandshakeRefused)?.status == 401 }
+
+        let admin = try await TestWebSocketClient.connect(port: gateway.port, path: "/ws", headers: [("X-API-Key", "admin-key-0123456789abcdef")])
+        #expect(try await attempt(admin, "cluster:status") == "ok")
+        let viewer = try await TestWebSocketClient.connect(port: gateway.port, path: "/ws", headers: [("Authorization", "Bearer viewer-key-0123456789abcdef")])
+        #expect(try await attempt(viewer, "cluster:status") == "forbidden")
+        #expect(try await attempt(viewer, "cluster:*") == "forbidden")
+        #expect(try await attempt(viewer, "*") == "forbidden")
+        #expect(try await attempt(viewer, "topic:orders") == "ok")
+        #expect(try await attempt(viewer, "public:news") == "ok")
+        let narrow = try await TestWebSocketClient.connect(port: gateway.port, path: "/ws", headers: [("X-API-Key", "narrow-key-0123456789abcdef")])
+        #expect(try await attempt(narrow, "topic:orders") == "forbidden")
+        #expect(try await attempt(narrow, "metrics") == "ok")
+
+        let subscribers = try await gateway.get("/stats").body["subscribers"]
+        #expect(subscribers?["cluster:status"] == 1)
+        #expect(subscribers?["cluster:*"] == nil)
+        await gateway.stop()
+    }
+}

@@ -52,17 +52,6 @@ public struct OriginFilter: FilterPlugin {
     }
 }
 
-/// Whether a filter enforces its decisions or only reports them.
-public enum FilterMode: String, Sendable, Decodable, ConfigPlaceholder {
-    case enforce, observe
-    public static var configPlaceholder: FilterMode { .enforce }
-    public init(from decoder: any Decoder) throws {
-        let text = try decoder.singleValueContainer().decode(String.self)
-        guard let value = FilterMode(rawValue: text) else { throw ConfigValidationError("expected 'enforce' or 'observe', got '\(text)'") }
-        self = value
-    }
-}
-
 /// A parsed origin pattern.
 public struct OriginPattern: Sendable, Equatable, Decodable, ConfigPlaceholder {
     public let scheme: String
