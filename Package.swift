@@ -104,6 +104,7 @@ let package = Package(
                 "MessagePackPlugin",
                 "OriginPlugin",
                 "APIKeyPlugin",
+                "RateLimitPlugin",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -131,6 +132,17 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Plugins/APIKey/Sources",
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "RateLimitPlugin",
+            dependencies: [
+                "SwitchboardCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Plugins/RateLimit/Sources",
             swiftSettings: swiftSettings
         ),
         .target(
@@ -174,6 +186,12 @@ let package = Package(
             name: "APIKeyPluginTests",
             dependencies: ["APIKeyPlugin", "OriginPlugin", "SwitchboardCore", "SwitchboardConfig", .product(name: "Logging", package: "swift-log")],
             path: "Plugins/APIKey/Tests",
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "RateLimitPluginTests",
+            dependencies: ["RateLimitPlugin", "SwitchboardCore", "SwitchboardConfig", .product(name: "Logging", package: "swift-log")],
+            path: "Plugins/RateLimit/Tests",
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -48,8 +48,37 @@ public struct Principal: Sendable, Equatable {
 public enum FilterDecision: Sendable, Equatable {
     /// Let the request through, optionally establishing or replacing the principal.
     case admit(Principal?)
-    /// Refuse with an HTTP status before any WebSocket byte is sent.
-    case deny(status: Int, reason: String)
+    /// Refuse with an HTTP status before any WebSocket byte is sent; `retryAfter` (seconds)
+    /// becomes a `Retry-After` header.
+    case deny(status: Int, reason: String, retryAfter: Int? = nil)
+}
+
+/// What a filter keeps for one admitted connection: per-message decisions and the release
+/// of anything reserved for it. Called on the connection's event loop only.
+public protocol ConnectionGuard: AnyObject, Sendable {
+    /// A client data message arrived (`now` in nanoseconds, monotonic).
+    func messageReceived(now: Int64) -> MessageVerdict
+    /// The connection is gone; release what was reserved. Called exactly once.
+    func connectionClosed()
+}
+
+/// A guard's decision on one client message.
+public enum MessageVerdict: Sendable, Equatable {
+    case accept
+    /// Answer with an error reply; the connection stays open.
+    case reject(code: String, message: String)
+    /// Close the connection with this code.
+    case close(code: UInt16, reason: String)
+}
+
+/// A filter's last word once the whole chain admitted a request.
+public enum FilterAttachment: Sendable {
+    /// Nothing to keep per connection.
+    case none
+    /// Keep this guard for the connection's lifetime.
+    case guarded(any ConnectionGuard)
+    /// Refuse after all (a limit reached between `admit` and now).
+    case deny(status: Int, reason: String, retryAfter: Int?)
 }
 
 /// A filter in an endpoint's chain. Filters run in the order listed in YAML.
@@ -58,10 +87,14 @@ public protocol Filter: Sendable {
     func admit(_ request: UpgradeRequest, principal: Principal?) async -> FilterDecision
     /// Decides whether a connection may subscribe to `topic`; the default allows.
     func allowSubscription(to topic: String, principal: Principal?) -> Bool
+    /// Called after every filter admitted the request, right before the upgrade: reserve
+    /// per-connection resources atomically, or refuse. The default keeps nothing.
+    func attach(_ request: UpgradeRequest, principal: Principal?) -> FilterAttachment
 }
 
 extension Filter {
     public func allowSubscription(to topic: String, principal: Principal?) -> Bool { true }
+    public func attach(_ request: UpgradeRequest, principal: Principal?) -> FilterAttachment { .none }
 }
 
 /// What a filter may use while being built.

@@ -30,6 +30,7 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
         var status: Int
         var code: String
         var message: String
+        var retryAfter: Int? = nil
     }
 
     struct Value: ServerChildChannelValue {
@@ -43,6 +44,7 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
         let choice: EndpointPipeline.EncoderChoice
         let principal: Principal?
         let compression: CompressionSetup?
+        var guards: [any ConnectionGuard] = []
     }
 
     /// The negotiated permessage-deflate parameters and the variant deliveries use.
@@ -101,6 +103,7 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
                             choice: admitted.choice,
                             variant: admitted.compression?.variant ?? admitted.choice.variant,
                             compression: compression,
+                            guards: admitted.guards,
                             principal: admitted.principal,
                             shard: shard,
                             logger: handlerLogger
@@ -183,15 +186,31 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
             for filter in pipeline.filters {
                 switch await filter.admit(request, principal: principal) {
                 case .admit(let established): principal = established ?? principal
-                case .deny(let status, let reason): return .refuse(UpgradeRefusal(status: status, code: "denied", message: reason))
+                case .deny(let status, let reason, let retryAfter):
+                    return .refuse(UpgradeRefusal(status: status, code: "denied", message: reason, retryAfter: retryAfter))
                 }
             }
-            return .admit(principal)
+            // Everyone agreed: let filters reserve per-connection resources.
+            var guards: [any ConnectionGuard] = []
+            for filter in pipeline.filters {
+                switch filter.attach(request, principal: principal) {
+                case .none: continue
+                case .guarded(let guardian): guards.append(guardian)
+                case .deny(let status, let reason, let retryAfter):
+                    for guardian in guards { guardian.connectionClosed() }
+                    return .refuse(UpgradeRefusal(status: status, code: "denied", message: reason, retryAfter: retryAfter))
+                }
+            }
+            return .admit(principal, guards)
         }
         return promise.futureResult.map { decision in
             switch decision {
-            case .admit(let principal):
-                admission.value = Admission(runtime: runtime, choice: negotiated.0, principal: principal, compression: compression)
+            case .admit(let principal, let guards):
+                // Reservations end with the socket, whatever happens to the upgrade.
+                if !guards.isEmpty {
+                    channel.closeFuture.whenComplete { _ in for guardian in guards { guardian.connectionClosed() } }
+                }
+                admission.value = Admission(runtime: runtime, choice: negotiated.0, principal: principal, compression: compression, guards: guards)
                 return responseHeaders
             case .refuse(let refused):
                 runtime.rejected.add(1, ordering: .relaxed)
@@ -238,7 +257,7 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
     }
 
     private enum Decision: Sendable {
-        case admit(Principal?)
+        case admit(Principal?, [any ConnectionGuard])
         case refuse(UpgradeRefusal)
     }
 
@@ -264,11 +283,12 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
         JSONWriter.write(["error": ["code": .string(refusal.code), "message": .string(refusal.message)]], into: &body)
         do {
             try await channel.executeThenClose { _, outbound in
-                let headers: HTTPFields = [
+                var headers: HTTPFields = [
                     .connection: "close",
                     .contentType: "application/json",
                     .contentLength: String(body.readableBytes),
                 ]
+                if let retryAfter = refusal.retryAfter { headers[.retryAfter] = String(retryAfter) }
                 try await outbound.write(contentsOf: [
                     .head(HTTPResponse(status: .init(code: refusal.status), headerFields: headers)),
                     .body(body),

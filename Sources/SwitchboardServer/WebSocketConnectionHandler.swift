@@ -28,6 +28,8 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
     private var pipeline: EndpointPipeline { runtime.pipeline }
     private let choice: EndpointPipeline.EncoderChoice
     private let compression: ConnectionCompression?
+    /// Per-connection filter state (rate limits); released by the upgrade code on close.
+    private let guards: [any ConnectionGuard]
     private let principal: Principal?
     private let shard: LoopShard
     private var logger: Logger
@@ -56,6 +58,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
         choice: EndpointPipeline.EncoderChoice,
         variant: VariantID,
         compression: ConnectionCompression?,
+        guards: [any ConnectionGuard],
         principal: Principal?,
         shard: LoopShard,
         logger: Logger
@@ -64,6 +67,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
         self.choice = choice
         self.variant = variant
         self.compression = compression
+        self.guards = guards
         self.principal = principal
         self.shard = shard
         self.logger = logger
@@ -257,6 +261,20 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
         if opcode == .text && String(validating: payload.readableBytesView, as: UTF8.self) == nil {
             failConnection(code: 1007, reason: "invalid UTF-8 in text message")
             return
+        }
+        if !guards.isEmpty {
+            let now = Self.now()
+            for guardian in guards {
+                switch guardian.messageReceived(now: now) {
+                case .accept: continue
+                case .reject(let code, let message):
+                    reply(.error(code: code, message: message))
+                    return
+                case .close(let code, let reason):
+                    failConnection(code: code, reason: reason)
+                    return
+                }
+            }
         }
         switch pipeline.mode {
         case .echo:

@@ -2,6 +2,7 @@ import APIKeyPlugin
 import JSONPlugin
 import MessagePackPlugin
 import OriginPlugin
+import RateLimitPlugin
 import SwitchboardCore
 import TimerPlugin
 import WebhookPlugin
@@ -20,6 +21,7 @@ public enum BuiltinPlugins {
         // Filters
         registry.register(filter: APIKeyFilter.self)
         registry.register(filter: OriginFilter.self)
+        registry.register(filter: RateLimitFilter.self)
         return registry
     }()
 }

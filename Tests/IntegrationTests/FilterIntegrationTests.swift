@@ -107,3 +107,81 @@ import Testing
         await gateway.stop()
     }
 }
+
+/// Rate limits over real sockets.
+@Suite struct RateLimitIntegrationTests {
+    static let config = """
+        endpoints:
+          - path: /attempts
+            filters:
+              - plugin: rate_limit
+                connect_rate: 0.5
+                connect_burst: 3
+          - path: /concurrent
+            filters:
+              - plugin: rate_limit
+                max_connections_per_ip: 2
+          - path: /full
+            filters:
+              - plugin: rate_limit
+                max_connections: 1
+          - path: /messages
+            filters:
+              - plugin: rate_limit
+                message_rate: 1
+                message_burst: 3
+                max_violations: 3
+        """
+
+    func refusal(_ gateway: TestGateway, _ path: String) async -> TestWebSocketClient.HandshakeRefused? {
+        do {
+            _ = try await TestWebSocketClient.connect(port: gateway.port, path: path)
+            return nil
+        } catch {
+            return error as? TestWebSocketClient.HandshakeRefused
+        }
+    }
+
+    @Test func floodsAreRefusedWithTheRightStatus() async throws {
+        let gateway = try await TestGateway.start(Self.config)
+        var open: [TestWebSocketClient] = []
+        for _ in 0..<3 { open.append(try await TestWebSocketClient.connect(port: gateway.port, path: "/attempts")) }
+        let flooded = await refusal(gateway, "/attempts")
+        #expect(flooded?.status == 429)
+        #expect(flooded?.headers.first { $0.0 == "retry-after" }.map { Int($0.1) ?? 0 } ?? 0 >= 1)
+
+        for _ in 0..<2 { open.append(try await TestWebSocketClient.connect(port: gateway.port, path: "/concurrent")) }
+        #expect(await refusal(gateway, "/concurrent")?.status == 429)
+        await open.removeLast().disconnect()
+        // The slot comes back once the server notices the close.
+        var reopened: TestWebSocketClient?
+        for _ in 0..<50 where reopened == nil {
+            try await Task.sleep(for: .milliseconds(20))
+            reopened = try? await TestWebSocketClient.connect(port: gateway.port, path: "/concurrent")
+        }
+        #expect(reopened != nil)
+
+        open.append(try await TestWebSocketClient.connect(port: gateway.port, path: "/full"))
+        let full = await refusal(gateway, "/full")
+        #expect(full?.status == 503)
+        #expect(full?.headers.contains { $0.0 == "retry-after" } == true)
+        await gateway.stop()
+    }
+
+    @Test func messageFloodGetsErrorsThenClose1008() async throws {
+        let gateway = try await TestGateway.start(Self.config)
+        let client = try await TestWebSocketClient.connect(port: gateway.port, path: "/messages")
+        for _ in 0..<3 { try await client.sendText(#"{"type":"ping"}"#) }
+        for _ in 0..<3 { #expect(try await client.receiveText().json["type"] == "pong") }
+        for _ in 0..<2 {
+            try await client.sendText(#"{"type":"ping"}"#)
+            let reply = try await client.receiveText().json
+            #expect(reply["data"]?["code"] == "rate_limited")
+        }
+        try await client.sendText(#"{"type":"ping"}"#)
+        let close = try await client.receiveClose()
+        #expect(close.closeCode == 1008)
+        #expect(close.closeReason == "message rate exceeded")
+        await gateway.stop()
+    }
+}

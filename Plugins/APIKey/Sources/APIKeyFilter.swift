@@ -166,11 +166,11 @@ struct APIKeyChecker: Filter {
 
     func admit(_ request: UpgradeRequest, principal: Principal?) async -> FilterDecision {
         let verdict = decide(request)
-        guard case .deny(let status, let reason) = verdict else { return verdict }
+        guard case .deny(let status, let reason, let retryAfter) = verdict else { return verdict }
         logger.notice(config.mode == .observe ? "api_key filter would deny" : "api_key filter denied", metadata: [
             "endpoint": .string(endpoint), "remote": .string(request.remoteAddress ?? "-"), "reason": .string(reason),
         ])
-        return config.mode == .observe ? .admit(principal) : .deny(status: status, reason: reason)
+        return config.mode == .observe ? .admit(principal) : .deny(status: status, reason: reason, retryAfter: retryAfter)
     }
 
     func decide(_ request: UpgradeRequest) -> FilterDecision {

@@ -66,12 +66,12 @@ import Testing
     ] as [([(String, String)], String)])
     func refuses(headers: [(String, String)], reason: String) async throws {
         let filter = try await filter(Self.yaml())
-        #expect(await decide(filter, headers: headers.map { (name: $0.0, value: $0.1) }) == .deny(status: 401, reason: reason))
+        #expect(await decide(filter, headers: headers.map { (name: $0.0, value: $0.1) }) == .deny(status: 401, reason: reason, retryAfter: nil))
     }
 
     @Test func queryIsOffUnlessConfigured() async throws {
         let filter = try await filter(Self.yaml())
-        #expect(await decide(filter, query: [("api_key", Self.viewerKey)]) == .deny(status: 401, reason: "missing API key"))
+        #expect(await decide(filter, query: [("api_key", Self.viewerKey)]) == .deny(status: 401, reason: "missing API key", retryAfter: nil))
     }
 
     @Test func observeModeAdmitsWithoutPrincipal() async throws {
@@ -115,7 +115,7 @@ import Testing
             #expect(!error.description.contains("secret-short"))
         }
         let filter = try await filter(Self.yaml())
-        guard case .deny(_, let reason) = await decide(filter, headers: [("X-API-Key", "guess-\(Self.viewerKey)")]) else {
+        guard case .deny(_, let reason, _) = await decide(filter, headers: [("X-API-Key", "guess-\(Self.viewerKey)")]) else {
             Issue.record("expected a denial")
             return
         }

@@ -157,12 +157,12 @@ struct OriginChecker: Filter {
 
     func admit(_ request: UpgradeRequest, principal: Principal?) async -> FilterDecision {
         let verdict = decide(request.header("Origin"))
-        guard case .deny(let status, let reason) = verdict else { return verdict }
+        guard case .deny(let status, let reason, let retryAfter) = verdict else { return verdict }
         logger.notice("origin filter would deny", metadata: [
             "endpoint": .string(endpoint), "remote": .string(request.remoteAddress ?? "-"),
             "reason": .string(reason), "mode": .string(config.mode.rawValue),
         ])
-        return config.mode == .observe ? .admit(principal) : .deny(status: status, reason: reason)
+        return config.mode == .observe ? .admit(principal) : .deny(status: status, reason: reason, retryAfter: retryAfter)
     }
 
     func decide(_ header: String?) -> FilterDecision {

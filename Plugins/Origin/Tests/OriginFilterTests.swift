@@ -47,7 +47,7 @@ import Logging
         "",
     ])
     func refusesLookalikesAndMalformed(origin: String) async throws {
-        guard case .deny(let status, _) = await decide(try await filter(Self.allow), origin: origin) else {
+        guard case .deny(let status, _, _) = await decide(try await filter(Self.allow), origin: origin) else {
             Issue.record("\(origin) was admitted")
             return
         }
@@ -55,7 +55,7 @@ import Logging
     }
 
     @Test func missingOriginPolicy() async throws {
-        #expect(await decide(try await filter(Self.allow), origin: nil) == .deny(status: 403, reason: "missing Origin header"))
+        #expect(await decide(try await filter(Self.allow), origin: nil) == .deny(status: 403, reason: "missing Origin header", retryAfter: nil))
         #expect(await decide(try await filter(Self.allow + "\nmissing: allow"), origin: nil) == .admit(nil))
     }
 

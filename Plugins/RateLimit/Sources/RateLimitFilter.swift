@@ -1,0 +1,238 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import SwitchboardCore
+
+/// The `rate_limit` filter: connection attempts per second per client IP (token bucket),
+/// concurrent connections per IP and per endpoint, and client messages per connection.
+///
+/// Refusals happen before the upgrade: 429 (per-IP limits) or 503 (endpoint full), both
+/// with `Retry-After`. A client over its message rate gets `rate_limited` error replies;
+/// after `max_violations` of them in a row the connection is closed with 1008.
+public struct RateLimitFilter: FilterPlugin {
+    public static let typeName = "rate_limit"
+    public static let spec = PluginSpec(
+        summary: "Limit connection attempts and concurrent connections per IP and per endpoint, and messages per connection",
+        keys: [
+            .init("connect_rate", "number per second, default: none", "New connections per second per client IP (token bucket)."),
+            .init("connect_burst", "int, default: 2 × connect_rate", "Connections an idle IP may open at once."),
+            .init("max_connections_per_ip", "int, default: none", "Open connections per client IP (429)."),
+            .init("max_connections", "int, default: none", "Open connections on this endpoint (503)."),
+            .init("message_rate", "number per second, default: none", "Client messages per second per connection."),
+            .init("message_burst", "int, default: 2 × message_rate", "Messages a quiet connection may send at once."),
+            .init("max_violations", "int, default: 10", "Rate-limited messages in a row before close 1008."),
+            .init("trusted_proxies", "list of CIDRs, default: []", "Peers whose X-Forwarded-For is believed (the nearest untrusted address is the client)."),
+            .init("mode", "enforce | observe, default: enforce", "`observe` logs and counts what would be limited and limits nothing."),
+        ],
+        examples: ["filters:\n  - plugin: rate_limit\n    connect_rate: 5\n    max_connections_per_ip: 50\n    message_rate: 20\n    trusted_proxies: [\"10.0.0.0/8\"]"]
+    )
+
+    public struct Config: Decodable, Sendable {
+        public var connectRate: Double?
+        public var connectBurst: Int?
+        public var maxConnectionsPerIP: Int?
+        public var maxConnections: Int?
+        public var messageRate: Double?
+        public var messageBurst: Int?
+        public var maxViolations: Int
+        public var trustedProxies: [IPAddressRange]
+        public var mode: FilterMode
+
+        enum CodingKeys: String, CodingKey {
+            case mode
+            case connectRate = "connect_rate"
+            case connectBurst = "connect_burst"
+            case maxConnectionsPerIP = "max_connections_per_ip"
+            case maxConnections = "max_connections"
+            case messageRate = "message_rate"
+            case messageBurst = "message_burst"
+            case maxViolations = "max_violations"
+            case trustedProxies = "trusted_proxies"
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            connectRate = try container.decodeIfPresent(Double.self, forKey: .connectRate)
+            connectBurst = try container.decodeIfPresent(Int.self, forKey: .connectBurst)
+            maxConnectionsPerIP = try container.decodeIfPresent(Int.self, forKey: .maxConnectionsPerIP)
+            maxConnections = try container.decodeIfPresent(Int.self, forKey: .maxConnections)
+            messageRate = try container.decodeIfPresent(Double.self, forKey: .messageRate)
+            messageBurst = try container.decodeIfPresent(Int.self, forKey: .messageBurst)
+            maxViolations = try container.value(.maxViolations, default: 10)
+            let proxies: [String] = try container.value(.trustedProxies, default: [])
+            trustedProxies = try proxies.map { text in
+                guard let range = IPAddressRange(text) else { throw ConfigValidationError("invalid CIDR '\(text)' in trusted_proxies", hint: "e.g. 10.0.0.0/8 or ::1/128") }
+                return range
+            }
+            mode = try container.value(.mode, default: .enforce)
+            for (name, value) in [("connect_rate", connectRate), ("message_rate", messageRate)] where (value ?? 1) <= 0 {
+                throw ConfigValidationError("'\(name)' must be positive")
+            }
+            for (name, value) in [("connect_burst", connectBurst), ("max_connections_per_ip", maxConnectionsPerIP), ("max_connections", maxConnections), ("message_burst", messageBurst)]
+            where (value ?? 1) < 1 {
+                throw ConfigValidationError("'\(name)' must be at least 1")
+            }
+            if maxViolations < 1 { throw ConfigValidationError("'max_violations' must be at least 1") }
+            if connectRate == nil && maxConnectionsPerIP == nil && maxConnections == nil && messageRate == nil {
+                throw ConfigValidationError("rate_limit sets no limit", hint: "set connect_rate, max_connections_per_ip, max_connections or message_rate")
+            }
+        }
+    }
+
+    public static func build(config: Config, context: FilterContext) async throws -> any Filter {
+        RateLimiter(config: config, logger: context.logger, endpoint: context.endpointPath)
+    }
+}
+
+/// Shared state of one `rate_limit` filter instance (one per endpoint).
+final class RateLimiter: Filter, @unchecked Sendable {
+    let config: RateLimitFilter.Config
+    let logger: Logger
+    let endpoint: String
+    private let lock = NIOLock()
+    private var buckets: [String: TokenBucket] = [:]
+    private var perIP: [String: Int] = [:]
+    private var total = 0
+    private var lastDenialLog: Int64 = 0
+    private var suppressedDenials = 0
+
+    /// Beyond this many tracked IPs, idle buckets are forgotten.
+    static let maximumTrackedAddresses = 100_000
+
+    init(config: RateLimitFilter.Config, logger: Logger, endpoint: String) {
+        self.config = config
+        self.logger = logger
+        self.endpoint = endpoint
+    }
+
+    static func now() -> Int64 { Int64(NIODeadline.now().uptimeNanoseconds) }
+
+    /// The client's address: the peer, or — behind trusted proxies — the nearest
+    /// X-Forwarded-For entry that is not itself a trusted proxy.
+    func clientAddress(_ request: UpgradeRequest) -> String {
+        let peer = request.remoteAddress ?? "unknown"
+        guard !config.trustedProxies.isEmpty, config.trustedProxies.contains(where: { $0.contains(peer) }),
+            let forwarded = request.header("X-Forwarded-For")
+        else { return peer }
+        let hops = forwarded.split(separator: ",").map { String($0).trimmingSpaces() }
+        for hop in hops.reversed() where IPAddressRange.bytes(hop) != nil {
+            if !config.trustedProxies.contains(where: { $0.contains(hop) }) { return hop }
+        }
+        return peer
+    }
+
+    func admit(_ request: UpgradeRequest, principal: Principal?) async -> FilterDecision {
+        guard let rate = config.connectRate else { return .admit(principal) }
+        let address = clientAddress(request)
+        let now = Self.now()
+        let retry: Int? = lock.withLock {
+            var bucket = buckets[address] ?? TokenBucket(rate: rate, burst: Double(config.connectBurst ?? Int(max(1, rate * 2))), now: now)
+            defer {
+                buckets[address] = bucket
+                if buckets.count > Self.maximumTrackedAddresses { forgetIdleBuckets(now: now) }
+            }
+            return bucket.take(now: now) ? nil : bucket.retryAfter(now: now)
+        }
+        guard let retry else { return .admit(principal) }
+        return deny(status: 429, reason: "too many connection attempts", retryAfter: retry, address: address, principal: principal)
+    }
+
+    private func forgetIdleBuckets(now: Int64) {
+        for (key, var bucket) in buckets where bucket.isIdle(now: now) { buckets[key] = nil }
+    }
+
+    func attach(_ request: UpgradeRequest, principal: Principal?) -> FilterAttachment {
+        let address = clientAddress(request)
+        let refusal: (Int, String)? = lock.withLock {
+            if let limit = config.maxConnections, total >= limit { return (503, "endpoint is at its connection limit") }
+            if let limit = config.maxConnectionsPerIP, perIP[address, default: 0] >= limit { return (429, "too many connections from this address") }
+            total += 1
+            perIP[address, default: 0] += 1
+            return nil
+        }
+        if let (status, reason) = refusal {
+            if case .deny(let s, let r, let retry) = deny(status: status, reason: reason, retryAfter: 5, address: address, principal: principal) {
+                return .deny(status: s, reason: r, retryAfter: retry)
+            }
+            // Observe mode: admitted, but nothing was reserved.
+            return guardFor(address: address, reserved: false)
+        }
+        return guardFor(address: address, reserved: true)
+    }
+
+    private func guardFor(address: String, reserved: Bool) -> FilterAttachment {
+        .guarded(ConnectionLimitGuard(limiter: self, address: address, reserved: reserved))
+    }
+
+    func release(address: String) {
+        lock.withLock {
+            total -= 1
+            if let count = perIP[address] {
+                perIP[address] = count > 1 ? count - 1 : nil
+            }
+        }
+    }
+
+    /// Logs a denial (at most one line per second, with the number suppressed) and applies the mode.
+    func deny(status: Int, reason: String, retryAfter: Int?, address: String, principal: Principal?) -> FilterDecision {
+        let now = Self.now()
+        let (shouldLog, suppressed): (Bool, Int) = lock.withLock {
+            if now - lastDenialLog >= 1_000_000_000 {
+                lastDenialLog = now
+                defer { suppressedDenials = 0 }
+                return (true, suppressedDenials)
+            }
+            suppressedDenials += 1
+            return (false, 0)
+        }
+        if shouldLog {
+            logger.notice(config.mode == .observe ? "rate_limit would deny" : "rate_limit denied", metadata: [
+                "endpoint": .string(endpoint), "remote": .string(address), "reason": .string(reason),
+                "suppressed_since_last": .stringConvertible(suppressed),
+            ])
+        }
+        return config.mode == .observe ? .admit(principal) : .deny(status: status, reason: reason, retryAfter: retryAfter)
+    }
+}
+
+/// Per-connection state: the concurrency reservation and the message bucket.
+final class ConnectionLimitGuard: ConnectionGuard, @unchecked Sendable {
+    private let limiter: RateLimiter
+    private let address: String
+    private var reserved: Bool
+    private var bucket: TokenBucket?
+    private var violations = 0
+    private let lock = NIOLock()
+
+    init(limiter: RateLimiter, address: String, reserved: Bool) {
+        self.limiter = limiter
+        self.address = address
+        self.reserved = reserved
+        if let rate = limiter.config.messageRate {
+            bucket = TokenBucket(rate: rate, burst: Double(limiter.config.messageBurst ?? Int(max(1, rate * 2))), now: RateLimiter.now())
+        }
+    }
+
+    func messageReceived(now: Int64) -> MessageVerdict {
+        guard var current = bucket else { return .accept }
+        defer { bucket = current }
+        if current.take(now: now) {
+            violations = 0
+            return .accept
+        }
+        violations += 1
+        if limiter.config.mode == .observe { return .accept }
+        if violations >= limiter.config.maxViolations {
+            return .close(code: 1008, reason: "message rate exceeded")
+        }
+        return .reject(code: "rate_limited", message: "more than \(limiter.config.messageRate ?? 0) messages per second; slow down")
+    }
+
+    func connectionClosed() {
+        let release: Bool = lock.withLock {
+            defer { reserved = false }
+            return reserved
+        }
+        if release { limiter.release(address: address) }
+    }
+}
