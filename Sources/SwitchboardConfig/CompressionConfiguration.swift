@@ -10,17 +10,9 @@ import SwitchboardCore
 /// ```
 public struct CompressionConfiguration: Sendable, Decodable, Equatable {
     /// `off`, `shared` (compress each event once for everyone) or `dedicated` (per-connection context).
-    public enum Mode: String, Sendable, Decodable, ConfigPlaceholder {
+    public enum Mode: String, Sendable, ConfigEnum {
         case off, shared, dedicated
         public static var configPlaceholder: Mode { .off }
-        public init(from decoder: any Decoder) throws {
-            let text = try decoder.singleValueContainer().decode(String.self)
-            guard let mode = Mode(rawValue: text) else {
-                let hint = Suggestion.closest(to: text, in: ["off", "shared", "dedicated"]).map { "did you mean '\($0)'?" }
-                throw ConfigValidationError("expected 'off', 'shared' or 'dedicated', got '\(text)'", hint: hint)
-            }
-            self = mode
-        }
     }
 
     public var mode: Mode

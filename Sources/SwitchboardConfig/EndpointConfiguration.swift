@@ -92,21 +92,13 @@ public struct EndpointConfiguration: Sendable, Decodable {
 }
 
 /// How an endpoint treats client messages.
-public enum EndpointMode: String, Sendable, Decodable, ConfigPlaceholder {
+public enum EndpointMode: String, Sendable, ConfigEnum {
     /// The gateway protocol: subscribe, unsubscribe, ping.
     case pubsub
     /// Every data message is sent straight back (for the Autobahn conformance suite).
     case echo
 
     public static var configPlaceholder: EndpointMode { .pubsub }
-
-    public init(from decoder: any Decoder) throws {
-        let text = try decoder.singleValueContainer().decode(String.self)
-        guard let mode = EndpointMode(rawValue: text) else {
-            throw ConfigValidationError("expected 'pubsub' or 'echo', got '\(text)'")
-        }
-        self = mode
-    }
 }
 
 /// One filter from an endpoint's `filters:` list.
@@ -185,20 +177,11 @@ public struct SendQueueConfiguration: Sendable, Decodable {
 }
 
 /// The slow-consumer policy.
-public enum SlowConsumerPolicy: String, Sendable, Decodable, ConfigPlaceholder {
+public enum SlowConsumerPolicy: String, Sendable, ConfigEnum {
     /// Drop the oldest queued messages to make room (the client sees a gap).
     case dropOldest = "drop_oldest"
     /// Close the connection with 1008 ("send queue overflow").
     case disconnect
 
     public static var configPlaceholder: SlowConsumerPolicy { .dropOldest }
-
-    public init(from decoder: any Decoder) throws {
-        let text = try decoder.singleValueContainer().decode(String.self)
-        guard let policy = SlowConsumerPolicy(rawValue: text) else {
-            let suggestion = Suggestion.closest(to: text, in: ["drop_oldest", "disconnect"]).map { "did you mean '\($0)'?" }
-            throw ConfigValidationError("unknown policy '\(text)', expected 'drop_oldest' or 'disconnect'", hint: suggestion)
-        }
-        self = policy
-    }
 }

@@ -134,3 +134,25 @@ extension String {
         return String(self[start...end])
     }
 }
+
+/// A configuration value written as one of a fixed set of words (`mode: shared`). Conforming
+/// enums get decoding with a uniform error: "expected 'a', 'b' or 'c', got 'x'" plus a
+/// "did you mean" hint.
+public protocol ConfigEnum: RawRepresentable, CaseIterable, Decodable, ConfigPlaceholder where RawValue == String {}
+
+extension ConfigEnum {
+    public init(from decoder: any Decoder) throws {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        if let value = Self(rawValue: text) {
+            self = value
+            return
+        }
+        let names = Self.allCases.map(\.rawValue)
+        let quoted = names.map { "'\($0)'" }
+        let list = quoted.count > 1 ? quoted.dropLast().joined(separator: ", ") + " or " + (quoted.last ?? "") : quoted.joined()
+        throw ConfigValidationError(
+            "expected \(list), got '\(text)'",
+            hint: Suggestion.closest(to: text, in: names).map { "did you mean '\($0)'?" }
+        )
+    }
+}

@@ -120,13 +120,8 @@ public protocol FilterPlugin: SendableMetatype {
 
 /// Whether a filter enforces its decisions or only reports them.
 /// Every filter takes `mode: observe` to roll out safely: log and count, deny nothing.
-public enum FilterMode: String, Sendable, Decodable, ConfigPlaceholder {
+public enum FilterMode: String, Sendable, ConfigEnum {
     case enforce, observe
     public static var configPlaceholder: FilterMode { .enforce }
-    public init(from decoder: any Decoder) throws {
-        let text = try decoder.singleValueContainer().decode(String.self)
-        guard let value = FilterMode(rawValue: text) else { throw ConfigValidationError("expected 'enforce' or 'observe', got '\(text)'") }
-        self = value
-    }
 }
 

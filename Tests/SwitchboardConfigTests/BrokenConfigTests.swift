@@ -186,7 +186,7 @@ import switchboard
                 """,
             expected: [
                 "test.yaml:4:7: endpoints[0].heartbeat: unknown key 'intervall' (did you mean 'interval'?)",
-                "test.yaml:6:15: endpoints[0].send_queue.policy: unknown policy 'drop_olderst', expected 'drop_oldest' or 'disconnect' (did you mean 'drop_oldest'?)",
+                "test.yaml:6:15: endpoints[0].send_queue.policy: expected 'drop_oldest' or 'disconnect', got 'drop_olderst' (did you mean 'drop_oldest'?)",
             ]
         ),
         Case(

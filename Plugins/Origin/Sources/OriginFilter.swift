@@ -37,14 +37,9 @@ public struct OriginFilter: FilterPlugin {
     }
 
     /// What to do without an `Origin` header.
-    public enum MissingPolicy: String, Sendable, Decodable, ConfigPlaceholder {
+    public enum MissingPolicy: String, Sendable, ConfigEnum {
         case deny, allow
         public static var configPlaceholder: MissingPolicy { .deny }
-        public init(from decoder: any Decoder) throws {
-            let text = try decoder.singleValueContainer().decode(String.self)
-            guard let value = MissingPolicy(rawValue: text) else { throw ConfigValidationError("expected 'deny' or 'allow', got '\(text)'") }
-            self = value
-        }
     }
 
     public static func build(config: Config, context: FilterContext) async throws -> any Filter {

@@ -36,21 +36,12 @@ public struct TimerSource: SourcePlugin {
     )
 
     /// What a tick publishes.
-    public enum Emit: String, Sendable, Decodable, ConfigPlaceholder {
+    public enum Emit: String, Sendable, ConfigEnum {
         case stats
         case `static`
         case http
 
         public static var configPlaceholder: Emit { .static }
-
-        public init(from decoder: any Decoder) throws {
-            let text = try decoder.singleValueContainer().decode(String.self)
-            guard let value = Emit(rawValue: text) else {
-                let hint = Suggestion.closest(to: text, in: ["stats", "static", "http"]).map { "did you mean '\($0)'?" }
-                throw ConfigValidationError("expected 'stats', 'static' or 'http', got '\(text)'", hint: hint)
-            }
-            self = value
-        }
     }
 
     public struct Config: Decodable, Sendable {

@@ -30,31 +30,17 @@ public struct WebhookSource: SourcePlugin {
     )
 
     /// Policy for topics outside the allow list.
-    public enum UnknownTopicPolicy: String, Sendable, Decodable, ConfigPlaceholder {
+    public enum UnknownTopicPolicy: String, Sendable, ConfigEnum {
         case reject
         case drop
         public static var configPlaceholder: UnknownTopicPolicy { .reject }
-        public init(from decoder: any Decoder) throws {
-            let text = try decoder.singleValueContainer().decode(String.self)
-            guard let value = UnknownTopicPolicy(rawValue: text) else {
-                throw ConfigValidationError("expected 'reject' or 'drop', got '\(text)'")
-            }
-            self = value
-        }
     }
 
     /// How publishers authenticate.
-    public enum Auth: String, Sendable, Decodable, ConfigPlaceholder {
+    public enum Auth: String, Sendable, ConfigEnum {
         case apiKey = "api_key"
         case none
         public static var configPlaceholder: Auth { .apiKey }
-        public init(from decoder: any Decoder) throws {
-            let text = try decoder.singleValueContainer().decode(String.self)
-            guard let value = Auth(rawValue: text) else {
-                throw ConfigValidationError("expected 'api_key' or 'none', got '\(text)'")
-            }
-            self = value
-        }
     }
 
     public struct Config: Decodable, Sendable {
