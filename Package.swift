@@ -111,6 +111,18 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // MARK: benchmarks
+        .executableTarget(
+            name: "FanOutBenchmark",
+            dependencies: [
+                "SwitchboardCore", "SwitchboardKernel", "JSONPlugin",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "Benchmarks/FanOut",
+            swiftSettings: swiftSettings
+        ),
+
         // MARK: plugins (one library target each; `path:` because top-level Plugins/ is SwiftPM's default for package plugins)
         .target(
             name: "JSONPlugin",
