@@ -4,7 +4,7 @@ import Yams
 /// A `Decoder` over a Yams node that records every problem as a ``Diagnostic`` with
 /// position and key path, substitutes placeholders so decoding can continue, and tracks
 /// which mapping keys were asked for so unknown keys can be reported afterwards.
-struct NodeDecoder: Decoder {
+struct NodeDecoder: Decoder, ConfigShapeProbing {
     let session: DecodingSession
     let node: Node
     let path: [PathComponent]
@@ -20,6 +20,11 @@ struct NodeDecoder: Decoder {
     }
 
     var userInfo: [CodingUserInfoKey: Any] { [:] }
+
+    var isMapping: Bool {
+        if case .mapping = node { return true }
+        return false
+    }
 
     /// The same node decoded as the configuration of plugin `name` (for error labels).
     func forPlugin(_ name: String) -> NodeDecoder {

@@ -156,3 +156,11 @@ extension ConfigEnum {
         )
     }
 }
+
+/// Lets a config type accept two shapes for one key (`- my-key` or `- {key: …, topics: …}`)
+/// by asking what the value is before decoding it; the configuration loader's decoder
+/// conforms. Probing records no error.
+public protocol ConfigShapeProbing {
+    /// Whether the value being decoded is a mapping.
+    var isMapping: Bool { get }
+}

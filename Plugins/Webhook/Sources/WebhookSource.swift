@@ -14,7 +14,7 @@ public struct WebhookSource: SourcePlugin {
         summary: "HTTP POST publish API: JSON bodies (one event or a batch) become events",
         keys: [
             .init("path", "string, default: /api/publish", "Route path."),
-            .init("keys", "list of strings", "Accepted API keys (use ${ENV} interpolation; empty strings are ignored)."),
+            .init("keys", "list", "Accepted API keys: a string each (use ${ENV}; empty strings are ignored), or `{name, key, topics}` to limit what that key may publish."),
             .init("key_header", "string, default: X-API-Key", "Header carrying the key; Authorization: Bearer is also accepted."),
             .init("auth", "api_key | none, default: api_key", "'none' publishes without a key (only behind a trusted proxy)."),
             .init("demo_key", "bool, default: false", "When no key is configured, generate one and print it at start-up."),
@@ -43,9 +43,39 @@ public struct WebhookSource: SourcePlugin {
         public static var configPlaceholder: Auth { .apiKey }
     }
 
+    /// One publish key, optionally limited to some topics.
+    public struct PublishKey: Decodable, Sendable {
+        public var name: String
+        public var key: String
+        /// Topics this key may publish to (within the webhook's `topics`); `nil` = all of them.
+        public var topics: [TopicPattern]?
+
+        enum CodingKeys: String, CodingKey { case name, key, topics }
+
+        public init(name: String, key: String, topics: [TopicPattern]?) {
+            self.name = name
+            self.key = key
+            self.topics = topics
+        }
+
+        public init(from decoder: any Decoder) throws {
+            if let probe = decoder as? any ConfigShapeProbing, !probe.isMapping {
+                let key = try decoder.singleValueContainer().decode(String.self)
+                self.init(name: "key", key: key, topics: nil)
+                return
+            }
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            self.init(
+                name: try container.value(.name, default: "key"),
+                key: try container.decode(String.self, forKey: .key),
+                topics: try container.decodeIfPresent([TopicPattern].self, forKey: .topics)
+            )
+        }
+    }
+
     public struct Config: Decodable, Sendable {
         public var path: String
-        public var keys: [String]
+        public var keys: [PublishKey]
         public var keyHeader: String
         public var auth: Auth
         public var demoKey: Bool
@@ -68,7 +98,7 @@ public struct WebhookSource: SourcePlugin {
         public init(from decoder: any Decoder) throws {
             let container = try decoder.container(keyedBy: CodingKeys.self)
             path = try container.value(.path, default: "/api/publish")
-            keys = try container.value(.keys, default: []).filter { !$0.isEmpty }
+            keys = try container.value(.keys, default: [PublishKey]()).filter { !$0.key.isEmpty }
             keyHeader = try container.value(.keyHeader, default: "X-API-Key")
             auth = try container.value(.auth, default: .apiKey)
             demoKey = try container.value(.demoKey, default: false)
@@ -86,9 +116,8 @@ public struct WebhookSource: SourcePlugin {
                     hint: "set keys: [\"${PUBLISH_KEY}\"], or demo_key: true for a generated key, or auth: none"
                 )
             }
-            if let short = keys.first(where: { $0.utf8.count < 16 }) {
-                _ = short
-                throw ConfigValidationError("API keys must be at least 16 characters", hint: "generate one with: openssl rand -hex 24")
+            if let short = keys.first(where: { $0.key.utf8.count < 16 }) {
+                throw ConfigValidationError("API key '\(short.name)' is shorter than 16 characters", hint: "generate one with: openssl rand -hex 24")
             }
             if maxBatch < 1 { throw ConfigValidationError("'max_batch' must be at least 1") }
         }
@@ -99,10 +128,10 @@ public struct WebhookSource: SourcePlugin {
         var generated: String?
         if config.auth == .apiKey && keys.isEmpty && config.demoKey {
             let key = randomKey()
-            keys = [key]
+            keys = [PublishKey(name: "demo", key: key, topics: nil)]
             generated = key
         }
-        let handler = WebhookHandler(config: config, keys: keys.map { Array($0.utf8) }, context: context)
+        let handler = WebhookHandler(config: config, keys: keys.map { (Array($0.key.utf8), $0.topics) }, context: context)
         var route = HTTPRoute(method: "POST", path: config.path, maxBodySize: config.maxBody.bytes) { request in
             await handler.handle(request)
         }
@@ -139,17 +168,20 @@ struct WebhookRunner: EventSource {
 /// Validates and publishes webhook bodies.
 struct WebhookHandler: Sendable {
     let config: WebhookSource.Config
-    let keys: [[UInt8]]
+    /// Key bytes and the topics each key may publish to (`nil` = the webhook's topics).
+    let keys: [(bytes: [UInt8], topics: [TopicPattern]?)]
     let context: any SourceContext
 
     func handle(_ request: HTTPRouteRequest) async -> HTTPRouteResponse {
+        var keyTopics: [TopicPattern]?
         if config.auth == .apiKey {
             guard let presented = presentedKey(request) else {
                 return .error(401, code: "unauthorized", message: "missing API key: send it in the \(config.keyHeader) header or as Authorization: Bearer")
             }
-            guard keyIsValid(Array(presented.utf8)) else {
+            guard let match = matchingKey(Array(presented.utf8)) else {
                 return .error(401, code: "unauthorized", message: "invalid API key")
             }
+            keyTopics = keys[match].topics
         }
         let body: JSONValue
         do {
@@ -205,6 +237,10 @@ struct WebhookHandler: Sendable {
             case .int(let value)?: id = String(value)
             case let other?: return .error(400, code: "bad_event", message: "\(label)'id' must be a string, got \(other.kindName)")
             }
+            if let keyTopics, !keyTopics.covers(pattern) {
+                // A key's own limit is never "unknown": publishing outside it is refused.
+                return .error(403, code: "forbidden", message: "\(label)this key may not publish to '\(topic)'")
+            }
             guard config.topics.covers(pattern) else {
                 if config.unknownTopic == .drop {
                     dropped += 1
@@ -228,18 +264,18 @@ struct WebhookHandler: Sendable {
         return nil
     }
 
-    /// Compares against every key in constant time per key, so timing tells nothing about
-    /// how much of a guess was right.
-    private func keyIsValid(_ presented: [UInt8]) -> Bool {
-        var match = false
-        for key in keys {
-            var difference = UInt8(key.count == presented.count ? 0 : 1)
-            for i in 0..<max(key.count, presented.count) {
-                let a = i < key.count ? key[i] : 0
+    /// The index of the matching key. Every key is compared in full, so timing tells
+    /// nothing about which key or how much of a guess was right.
+    private func matchingKey(_ presented: [UInt8]) -> Int? {
+        var match: Int?
+        for (index, key) in keys.enumerated() {
+            var difference = UInt8(key.bytes.count == presented.count ? 0 : 1)
+            for i in 0..<max(key.bytes.count, presented.count) {
+                let a = i < key.bytes.count ? key.bytes[i] : 0
                 let b = i < presented.count ? presented[i] : 0
                 difference |= a ^ b
             }
-            match = match || difference == 0
+            if difference == 0 && match == nil { match = index }
         }
         return match
     }

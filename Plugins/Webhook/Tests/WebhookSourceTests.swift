@@ -109,3 +109,48 @@ import WebhookPlugin
         }
     }
 }
+
+@Suite struct WebhookScopedKeyTests {
+    static let yaml = """
+        keys:
+          - \(WebhookSourceTests.key)
+          - name: orders-service
+            key: orders-key-0123456789abcdef
+            topics: ["orders:*"]
+        topics: ["orders:*", "public:*"]
+        """
+
+    @Test func aScopedKeyPublishesOnlyWithinItsTopics() async throws {
+        let config = try ConfigurationLoader.decodePluginConfig(WebhookSource.Config.self, yaml: Self.yaml, plugin: "webhook")
+        #expect(config.keys.map(\.name) == ["key", "orders-service"])
+        let context = RecordingSourceContext()
+        _ = try await WebhookSource.build(config: config, context: context)
+        let route = try #require(context.routes.first)
+        func post(_ key: String, _ body: String) async -> HTTPRouteResponse {
+            await route.handler(HTTPRouteRequest(headers: [("X-API-Key", key)], query: [], body: ByteBuffer(string: body), remoteAddress: nil))
+        }
+        #expect(await post("orders-key-0123456789abcdef", #"{"topic":"orders:1"}"#).status == 202)
+        let refused = await post("orders-key-0123456789abcdef", #"[{"topic":"orders:2"},{"topic":"public:x"}]"#)
+        #expect(refused.status == 403)
+        #expect(refused.body["error"]?["code"] == "forbidden")
+        // The unscoped key may use every topic of the webhook.
+        #expect(await post(WebhookSourceTests.key, #"{"topic":"public:x"}"#).status == 202)
+        #expect(context.events.map(\.topic) == ["orders:1", "public:x"])
+    }
+
+    @Test func scopedKeyErrorsNameTheKeyButNeverItsValue() {
+        do {
+            _ = try ConfigurationLoader.decodePluginConfig(WebhookSource.Config.self, yaml: "keys:\n  - name: tiny\n    key: short-secret", plugin: "webhook")
+            Issue.record("expected an error")
+        } catch {
+            #expect(error.description.contains("'tiny'"))
+            #expect(!error.description.contains("short-secret"))
+        }
+        #expect(throws: ConfigurationError.self) {
+            try ConfigurationLoader.decodePluginConfig(WebhookSource.Config.self, yaml: "keys:\n  - name: x\n    key: orders-key-0123456789abcdef\n    topics: [\"a*b\"]", plugin: "webhook")
+        }
+        #expect(throws: ConfigurationError.self) {
+            try ConfigurationLoader.decodePluginConfig(WebhookSource.Config.self, yaml: "keys:\n  - name: x\n    kye: orders-key-0123456789abcdef", plugin: "webhook")
+        }
+    }
+}
