@@ -44,6 +44,22 @@ public enum ServerReply: Sendable, Equatable {
     case error(code: String, message: String)
 }
 
+extension ServerReply {
+    /// The reply as the envelope every encoder sends: `{"type","timestamp","data"?}`.
+    public func envelope(timestamp: Int64) -> JSONValue {
+        switch self {
+        case .pong:
+            return ["type": "pong", "timestamp": .int(timestamp)]
+        case .subscribed(let topic):
+            return ["type": "subscribed", "timestamp": .int(timestamp), "data": .string(topic)]
+        case .unsubscribed(let topic):
+            return ["type": "unsubscribed", "timestamp": .int(timestamp), "data": .string(topic)]
+        case .error(let code, let message):
+            return ["type": "error", "timestamp": .int(timestamp), "data": ["code": .string(code), "message": .string(message)]]
+        }
+    }
+}
+
 /// Turns events into the bytes of one WebSocket message payload, and client payloads into
 /// ``ClientMessage``s.
 ///

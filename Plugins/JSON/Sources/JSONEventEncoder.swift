@@ -39,21 +39,7 @@ public struct JSONEventEncoder: EventEncoder {
     }
 
     public func encode(_ reply: ServerReply, timestamp: Int64, into buffer: inout ByteBuffer) {
-        let value: JSONValue
-        switch reply {
-        case .pong:
-            value = ["type": "pong", "timestamp": .int(timestamp)]
-        case .subscribed(let topic):
-            value = ["type": "subscribed", "timestamp": .int(timestamp), "data": .string(topic)]
-        case .unsubscribed(let topic):
-            value = ["type": "unsubscribed", "timestamp": .int(timestamp), "data": .string(topic)]
-        case .error(let code, let message):
-            value = [
-                "type": "error", "timestamp": .int(timestamp),
-                "data": ["code": .string(code), "message": .string(message)],
-            ]
-        }
-        JSONWriter.write(value, into: &buffer)
+        JSONWriter.write(reply.envelope(timestamp: timestamp), into: &buffer)
     }
 
     public func decode(_ payload: ByteBuffer) -> Result<ClientMessage, ClientMessageError> {

@@ -40,15 +40,8 @@ public struct MessagePackEventEncoder: EventEncoder {
     }
 
     public func encode(_ reply: ServerReply, timestamp: Int64, into buffer: inout ByteBuffer) {
-        let value: JSONValue
-        switch reply {
-        case .pong: value = ["type": "pong", "timestamp": .int(timestamp)]
-        case .subscribed(let topic): value = ["type": "subscribed", "timestamp": .int(timestamp), "data": .string(topic)]
-        case .unsubscribed(let topic): value = ["type": "unsubscribed", "timestamp": .int(timestamp), "data": .string(topic)]
-        case .error(let code, let message):
-            value = ["type": "error", "timestamp": .int(timestamp), "data": ["code": .string(code), "message": .string(message)]]
-        }
-        MessagePackWriter.write(into: &buffer) { $0.value(value) }
+        let envelope = reply.envelope(timestamp: timestamp)
+        MessagePackWriter.write(into: &buffer) { $0.value(envelope) }
     }
 
     public func decode(_ payload: ByteBuffer) -> Result<ClientMessage, ClientMessageError> {
