@@ -44,7 +44,7 @@ public struct EndpointConfiguration: Sendable, Decodable {
         position = node?.node.mark
         path = try container.decode(String.self, forKey: .path)
         encoders = try container.value(.encoders, default: ["json"])
-        topics = try container.value(.topics, default: [TopicPattern("*")].compactMap { $0 })
+        topics = try container.value(.topics, default: [TopicPattern.everything])
         subscribe = try container.value(.subscribe, default: [])
         if container.contains(.filters) {
             var list = try container.nestedUnkeyedContainer(forKey: .filters)

@@ -112,7 +112,7 @@ public struct ConfigByteSize: Sendable, Hashable, Decodable, ConfigPlaceholder, 
 }
 
 extension TopicPattern: Decodable, ConfigPlaceholder {
-    public static var configPlaceholder: TopicPattern { TopicPattern("*")! }
+    public static var configPlaceholder: TopicPattern { .everything }
 
     public init(from decoder: any Decoder) throws {
         let container = try decoder.singleValueContainer()

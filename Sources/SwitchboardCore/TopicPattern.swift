@@ -23,6 +23,14 @@ public struct TopicPattern: Sendable, Hashable, CustomStringConvertible {
         self.text = text
     }
 
+    /// The pattern matching every topic (`*`).
+    public static let everything = TopicPattern(wildcardPrefix: "")
+
+    private init(wildcardPrefix: String) {
+        self.text = wildcardPrefix + "*"
+        self.prefix = wildcardPrefix
+    }
+
     /// Whether this is a wildcard pattern.
     public var isWildcard: Bool { prefix != nil }
 
