@@ -26,6 +26,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
+        .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
     ],
     targets: [
         // MARK: system libraries (Debian: zlib1g-dev, libmsgpack-dev)
@@ -105,6 +106,7 @@ let package = Package(
                 "OriginPlugin",
                 "APIKeyPlugin",
                 "RateLimitPlugin",
+                "JWTPlugin",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -144,6 +146,21 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Plugins/APIKey/Sources",
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "JWTPlugin",
+            dependencies: [
+                "SwitchboardCore",
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "CryptoExtras", package: "swift-crypto"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Plugins/JWT/Sources",
             swiftSettings: swiftSettings
         ),
         .target(
@@ -198,6 +215,16 @@ let package = Package(
             name: "APIKeyPluginTests",
             dependencies: ["APIKeyPlugin", "OriginPlugin", "SwitchboardCore", "SwitchboardConfig", .product(name: "Logging", package: "swift-log")],
             path: "Plugins/APIKey/Tests",
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "JWTPluginTests",
+            dependencies: [
+                "JWTPlugin", "SwitchboardCore", "SwitchboardConfig",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Plugins/JWT/Tests",
             swiftSettings: swiftSettings
         ),
         .testTarget(

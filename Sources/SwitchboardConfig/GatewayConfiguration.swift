@@ -104,21 +104,26 @@ public struct SourceConfiguration: Sendable, Decodable {
     public var plugin: String
     /// The decoded plugin configuration, ready to build.
     public var builder: SourceBuilder
+    /// Keep the last event of each topic this source publishes and send it to every new
+    /// subscriber of that topic right away (a status snapshot on connect).
+    public var retain: Bool
     /// Position in the file, for later diagnostics.
     var position: ConfigPosition?
 
-    enum CodingKeys: String, CodingKey { case name, plugin }
+    enum CodingKeys: String, CodingKey { case name, plugin, retain }
 
-    public init(name: String, plugin: String, builder: SourceBuilder) {
+    public init(name: String, plugin: String, builder: SourceBuilder, retain: Bool = false) {
         self.name = name
         self.plugin = plugin
         self.builder = builder
+        self.retain = retain
     }
 
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         plugin = try container.decode(String.self, forKey: .plugin)
         name = try container.value(.name, default: plugin)
+        retain = try container.value(.retain, default: false)
         guard let nodeDecoder = decoder as? NodeDecoder else { throw ReportedError() }
         position = nodeDecoder.node.mark
         let registry = nodeDecoder.session.registry

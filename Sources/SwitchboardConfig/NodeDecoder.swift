@@ -26,6 +26,11 @@ struct NodeDecoder: Decoder, ConfigShapeProbing {
         return false
     }
 
+    var isSequence: Bool {
+        if case .sequence = node { return true }
+        return false
+    }
+
     /// The same node decoded as the configuration of plugin `name` (for error labels).
     func forPlugin(_ name: String) -> NodeDecoder {
         NodeDecoder(session: session, node: node, path: path, plugin: name)

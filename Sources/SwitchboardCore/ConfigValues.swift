@@ -163,4 +163,23 @@ extension ConfigEnum {
 public protocol ConfigShapeProbing {
     /// Whether the value being decoded is a mapping.
     var isMapping: Bool { get }
+    /// Whether the value being decoded is a sequence.
+    var isSequence: Bool { get }
+}
+
+/// A config value written either as one string or as a list of strings
+/// (`audience: api` or `audience: [api, admin]`).
+public struct OneOrMoreStrings: Decodable, Sendable, Equatable, ConfigPlaceholder {
+    public var values: [String]
+
+    public init(_ values: [String]) { self.values = values }
+    public static var configPlaceholder: OneOrMoreStrings { .init([]) }
+
+    public init(from decoder: any Decoder) throws {
+        if let probe = decoder as? any ConfigShapeProbing, !probe.isSequence {
+            values = [try decoder.singleValueContainer().decode(String.self)]
+        } else {
+            values = try [String](from: decoder)
+        }
+    }
 }

@@ -42,6 +42,9 @@ public enum ServerReply: Sendable, Equatable {
     case unsubscribed(String)
     /// Something the client sent was refused; the connection stays open.
     case error(code: String, message: String)
+    /// A `refresh` message's new credential was accepted; `expiresAt` (seconds since the
+    /// epoch) is when the connection will now be closed unless refreshed again.
+    case refreshed(expiresAt: Int64?)
 }
 
 extension ServerReply {
@@ -56,6 +59,8 @@ extension ServerReply {
             return ["type": "unsubscribed", "timestamp": .int(timestamp), "data": .string(topic)]
         case .error(let code, let message):
             return ["type": "error", "timestamp": .int(timestamp), "data": ["code": .string(code), "message": .string(message)]]
+        case .refreshed(let expiresAt):
+            return ["type": "refreshed", "timestamp": .int(timestamp), "data": ["expires_at": expiresAt.map { .int($0) } ?? .null]]
         }
     }
 }

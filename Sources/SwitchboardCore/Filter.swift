@@ -33,7 +33,8 @@ public struct Principal: Sendable, Equatable {
     public var roles: [String]
     /// Topic patterns this principal may subscribe to; `nil` means no restriction of its own.
     public var topics: [TopicPattern]?
-    /// Seconds since the epoch when the credential expires, if it does.
+    /// Seconds since the epoch after which the connection is closed with 1008
+    /// `token expired` (the credential's expiry plus any leeway), if it expires.
     public var expiresAt: Int64?
 
     public init(identity: String, roles: [String] = [], topics: [TopicPattern]? = nil, expiresAt: Int64? = nil) {
@@ -90,11 +91,17 @@ public protocol Filter: Sendable {
     /// Called after every filter admitted the request, right before the upgrade: reserve
     /// per-connection resources atomically, or refuse. The default keeps nothing.
     func attach(_ request: UpgradeRequest, principal: Principal?) -> FilterAttachment
+    /// A client sent a `refresh` message carrying `credential` (a new token). Returns the
+    /// principal the new credential establishes (`.admit`), a refusal (`.deny`; the
+    /// connection keeps its current credential until it expires), or `nil` when this filter
+    /// does not take refreshes (the default).
+    func refresh(credential: String, current: Principal?) async -> FilterDecision?
 }
 
 extension Filter {
     public func allowSubscription(to topic: String, principal: Principal?) -> Bool { true }
     public func attach(_ request: UpgradeRequest, principal: Principal?) -> FilterAttachment { .none }
+    public func refresh(credential: String, current: Principal?) async -> FilterDecision? { nil }
 }
 
 /// What a filter may use while being built.
@@ -103,10 +110,14 @@ public struct FilterContext: Sendable {
     public var endpointPath: String
     /// Logger labelled with the filter.
     public var logger: Logger
+    /// Where the filter records its denials: counted per reason for `/stats`, logged at
+    /// most once per second.
+    public var denials: FilterDenials
 
-    public init(endpointPath: String, logger: Logger) {
+    public init(endpointPath: String, logger: Logger, denials: FilterDenials? = nil) {
         self.endpointPath = endpointPath
         self.logger = logger
+        self.denials = denials ?? FilterDenials(filter: "filter", endpoint: endpointPath, logger: logger)
     }
 }
 

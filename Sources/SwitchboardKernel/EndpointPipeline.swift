@@ -16,6 +16,8 @@ public struct EndpointPipeline: Sendable {
     public let topics: [TopicPattern]
     public let defaultSubscriptions: [TopicPattern]
     public let filters: [any Filter]
+    /// Each filter's denial counters, in filter order.
+    public let filterDenials: [FilterDenials]
     public let heartbeatInterval: Duration
     public let heartbeatTimeout: Duration
     public let maxMessageSize: Int
@@ -35,6 +37,7 @@ public struct EndpointPipeline: Sendable {
         topics: [TopicPattern],
         defaultSubscriptions: [TopicPattern],
         filters: [any Filter],
+        filterDenials: [FilterDenials] = [],
         heartbeatInterval: Duration,
         heartbeatTimeout: Duration,
         maxMessageSize: Int,
@@ -50,6 +53,7 @@ public struct EndpointPipeline: Sendable {
         self.topics = topics
         self.defaultSubscriptions = defaultSubscriptions
         self.filters = filters
+        self.filterDenials = filterDenials
         self.heartbeatInterval = heartbeatInterval
         self.heartbeatTimeout = heartbeatTimeout
         self.maxMessageSize = maxMessageSize

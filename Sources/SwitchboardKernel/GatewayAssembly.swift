@@ -41,10 +41,13 @@ public struct GatewayAssembly: Sendable {
         var pipelines: [EndpointPipeline] = []
         for endpoint in configuration.endpoints {
             var filters: [any Filter] = []
+            var denials: [FilterDenials] = []
             for filter in endpoint.filters {
                 var filterLogger = logger
                 filterLogger[metadataKey: "filter"] = .string(filter.plugin)
-                filters.append(try await filter.builder.build(FilterContext(endpointPath: endpoint.path, logger: filterLogger)))
+                let record = FilterDenials(filter: filter.plugin, endpoint: endpoint.path, logger: filterLogger)
+                denials.append(record)
+                filters.append(try await filter.builder.build(FilterContext(endpointPath: endpoint.path, logger: filterLogger, denials: record)))
             }
             let choices = endpoint.encoders.compactMap { name -> EndpointPipeline.EncoderChoice? in
                 guard let variant = variants.variant(forEncoder: name) else { return nil }
@@ -57,6 +60,7 @@ public struct GatewayAssembly: Sendable {
                     topics: endpoint.topics,
                     defaultSubscriptions: endpoint.subscribe,
                     filters: filters,
+                    filterDenials: denials,
                     heartbeatInterval: endpoint.heartbeat.interval.duration,
                     heartbeatTimeout: endpoint.heartbeat.timeout.duration,
                     maxMessageSize: endpoint.maxMessageSize.bytes,
@@ -81,6 +85,7 @@ public struct GatewayAssembly: Sendable {
                 sourceName: source.name,
                 logger: sourceLogger,
                 kernel: kernel,
+                retain: source.retain,
                 routes: routes,
                 supervisor: supervisor,
                 statsProvider: statsProvider
@@ -156,20 +161,30 @@ final class KernelSourceContext: SourceContext {
     let sourceName: String
     let logger: Logger
     private let kernel: Kernel
+    private let retain: Bool
     private let routes: RouteCollector
     private let supervisor: SourceSupervisor
     private let statsProvider: StatsProviderBox
 
-    init(sourceName: String, logger: Logger, kernel: Kernel, routes: RouteCollector, supervisor: SourceSupervisor, statsProvider: StatsProviderBox) {
+    init(
+        sourceName: String,
+        logger: Logger,
+        kernel: Kernel,
+        retain: Bool,
+        routes: RouteCollector,
+        supervisor: SourceSupervisor,
+        statsProvider: StatsProviderBox
+    ) {
         self.sourceName = sourceName
         self.logger = logger
         self.kernel = kernel
+        self.retain = retain
         self.routes = routes
         self.supervisor = supervisor
         self.statsProvider = statsProvider
     }
 
-    func emit(_ event: Event) { kernel.publish(event) }
+    func emit(_ event: Event) { kernel.publish(event, retain: retain) }
     func registerRoute(_ route: HTTPRoute) { routes.add(route) }
     func statsSnapshot() async -> JSONValue { await statsProvider.snapshot() }
     func reportHealth(_ health: SourceHealth) { supervisor.update(name: sourceName, health: health) }

@@ -36,13 +36,16 @@ public final class Kernel: Sendable {
     }
 
     /// Routes `event` to its subscribers on all loops. Safe from any thread; returns at once.
-    public func publish(_ event: Event) {
+    ///
+    /// With `retain`, every loop also keeps the event as its topic's last one and replays
+    /// it to each new subscriber of that topic (``LoopShard/replayRetained(_:to:)``).
+    public func publish(_ event: Event, retain: Bool = false) {
         counters.eventsIn.add(1, ordering: .relaxed)
         var prepared: PreparedEvent?
-        for shard in shards where shard.subscriptionCount.load(ordering: .relaxed) > 0 {
+        for shard in shards where retain || shard.subscriptionCount.load(ordering: .relaxed) > 0 {
             let event = prepared ?? PreparedEvent(event: event, table: variants, counters: counters)
             prepared = event
-            shard.eventLoop.execute { shard.deliver(event) }
+            shard.eventLoop.execute { shard.deliver(event, retain: retain) }
         }
     }
 

@@ -15,6 +15,10 @@ public final class LoopShard: @unchecked Sendable {
     private var sequence: UInt64 = 0
     private var pendingFlush: [any Subscriber] = []
     private var flushScheduled = false
+    /// Last retained event per topic (sources with `retain: true`), replayed on subscribe.
+    private var retained: [String: PreparedEvent] = [:]
+    /// Beyond this many retained topics, new topics are not retained.
+    public static let maximumRetainedTopics = 10_000
     private let counters: KernelCounters
     /// Subscriptions on this loop; read from other threads to skip idle loops.
     let subscriptionCount = Atomic<Int>(0)
@@ -42,7 +46,10 @@ public final class LoopShard: @unchecked Sendable {
     }
 
     /// Delivers one prepared event to every matching subscriber on this loop.
-    func deliver(_ prepared: PreparedEvent) {
+    func deliver(_ prepared: PreparedEvent, retain: Bool = false) {
+        if retain, retained[prepared.event.topic] != nil || retained.count < Self.maximumRetainedTopics {
+            retained[prepared.event.topic] = prepared
+        }
         sequence &+= 1
         let current = sequence
         var delivered = 0
@@ -66,6 +73,23 @@ public final class LoopShard: @unchecked Sendable {
         }
         if delivered > 0 { counters.deliveries.add(delivered, ordering: .relaxed) }
         scheduleFlush()
+    }
+
+    /// Sends `subscriber` the retained event of every topic one of `patterns` matches (each
+    /// topic once), as a new subscriber would have seen it last. Returns how many.
+    @discardableResult
+    public func replayRetained(_ patterns: [TopicPattern], to subscriber: any Subscriber) -> Int {
+        eventLoop.preconditionInEventLoop()
+        guard !retained.isEmpty, !patterns.isEmpty else { return 0 }
+        var sent = 0
+        for (topic, prepared) in retained where patterns.contains(where: { $0.matches(topic) }) {
+            if subscriber.enqueue(prepared.frame(for: subscriber.variant)) { sent += 1 }
+        }
+        if sent > 0 {
+            counters.deliveries.add(sent, ordering: .relaxed)
+            needsFlush(subscriber)
+        }
+        return sent
     }
 
     /// Marks a subscriber for the next batched flush (used for replies as well).

@@ -10,6 +10,8 @@ final class EndpointRuntime: Sendable {
     let accepted = Atomic<Int>(0)
     /// Upgrade requests refused (bad format, filters) since start.
     let rejected = Atomic<Int>(0)
+    /// Subscriptions refused by topic permissions.
+    let forbiddenSubscriptions = Atomic<Int>(0)
     /// Connections closed for protocol violations, size limits, dead peers or overflow.
     let closedForCause = Atomic<Int>(0)
 

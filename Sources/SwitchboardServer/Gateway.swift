@@ -215,6 +215,8 @@ public final class Gateway: Sendable {
                 "accepted": .int(Int64(runtime.accepted.load(ordering: .relaxed))),
                 "rejected": .int(Int64(runtime.rejected.load(ordering: .relaxed))),
                 "closed_for_cause": .int(Int64(runtime.closedForCause.load(ordering: .relaxed))),
+                "forbidden_subscriptions": .int(Int64(runtime.forbiddenSubscriptions.load(ordering: .relaxed))),
+                "filters": .array(runtime.pipeline.filterDenials.map { $0.snapshot() }),
             ]
         }
         var topics = JSONObject()

@@ -30,7 +30,8 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
     private let compression: ConnectionCompression?
     /// Per-connection filter state (rate limits); released by the upgrade code on close.
     private let guards: [any ConnectionGuard]
-    private let principal: Principal?
+    /// Who the connection belongs to; replaced by an accepted `refresh`.
+    private var principal: Principal?
     private let shard: LoopShard
     private var logger: Logger
 
@@ -48,6 +49,9 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
     private var heartbeat: HeartbeatStateMachine
     private var heartbeatTask: Scheduled<Void>?
     private var closeTimer: Scheduled<Void>?
+    /// Closes the connection when the principal's credential expires.
+    private var expiryTask: Scheduled<Void>?
+    private var refreshInFlight = false
     private var fragments: (opcode: WebSocketOpcode, data: ByteBuffer, compressed: Bool)?
     private var registered = false
     /// The channel's writability, tracked from events so deliveries need no atomic load.
@@ -105,8 +109,10 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
             for pattern in pipeline.defaultSubscriptions where pipeline.mayTopic(pattern, principal: principal) {
                 if shard.subscribe(pattern, self) { subscriptions.append(pattern) }
             }
+            shard.replayRetained(subscriptions, to: self)
         }
         scheduleHeartbeat(at: heartbeat.tick(now: Self.now()).nextTick)
+        scheduleExpiry()
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -127,6 +133,8 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
         heartbeatTask = nil
         closeTimer?.cancel()
         closeTimer = nil
+        expiryTask?.cancel()
+        expiryTask = nil
         queue.removeAll()
         fragments = nil
         let patterns = subscriptions
@@ -297,7 +305,8 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
                 return
             }
             guard pipeline.mayTopic(pattern, principal: principal) else {
-                reply(.error(code: "forbidden", message: "subscription to '\(text)' is not allowed"))
+                runtime.forbiddenSubscriptions.add(1, ordering: .relaxed)
+                reply(.error(code: "forbidden", message: "subscription to '\(text.prefix(64))' is not allowed"))
                 return
             }
             if subscriptions.contains(pattern) {
@@ -308,8 +317,10 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
                 reply(.error(code: "too_many_subscriptions", message: "at most \(pipeline.maxSubscriptions) subscriptions per connection"))
                 return
             }
-            if shard.subscribe(pattern, self) { subscriptions.append(pattern) }
+            let added = shard.subscribe(pattern, self)
+            if added { subscriptions.append(pattern) }
             reply(.subscribed(text))
+            if added { shard.replayRetained([pattern], to: self) }
         case .unsubscribe(let text):
             guard let pattern = TopicPattern(text), let index = subscriptions.firstIndex(of: pattern) else {
                 reply(.error(code: "not_subscribed", message: "not subscribed to '\(text.prefix(64))'"))
@@ -318,8 +329,79 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
             subscriptions.remove(at: index)
             shard.unsubscribe(pattern, self)
             reply(.unsubscribed(text))
+        case .other("refresh", let message):
+            guard let token = message["data"]?.stringValue ?? message["data"]?["token"]?.stringValue, !token.isEmpty else {
+                reply(.error(code: "bad_message", message: "refresh needs the new token in \"data\""))
+                return
+            }
+            startRefresh(token)
         case .other(let type, _):
-            reply(.error(code: "unknown_type", message: "unknown message type '\(type.prefix(64))'; expected subscribe, unsubscribe or ping"))
+            reply(.error(code: "unknown_type", message: "unknown message type '\(type.prefix(64))'; expected subscribe, unsubscribe, ping or refresh"))
+        }
+    }
+
+    // MARK: credential expiry and refresh
+
+    /// Arms (or re-arms) the close at the principal's expiry.
+    private func scheduleExpiry() {
+        expiryTask?.cancel()
+        expiryTask = nil
+        guard let expiresAt = principal?.expiresAt, let context else { return }
+        let delay = expiresAt * 1000 - UnixTime.nowMilliseconds()
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        expiryTask = context.eventLoop.scheduleTask(in: .milliseconds(max(0, delay))) {
+            handler.value.failConnection(code: 1008, reason: "token expired")
+        }
+    }
+
+    /// Asks the endpoint's filters to verify a new credential, off the event loop, and
+    /// applies the answer back on it.
+    private func startRefresh(_ token: String) {
+        guard let context else { return }
+        guard !refreshInFlight else {
+            reply(.error(code: "refresh_in_progress", message: "a refresh is already being verified"))
+            return
+        }
+        refreshInFlight = true
+        let filters = pipeline.filters
+        let current = principal
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        context.eventLoop.makeFutureWithTask { () async -> FilterDecision? in
+            for filter in filters {
+                if let decision = await filter.refresh(credential: token, current: current) { return decision }
+            }
+            return nil
+        }.whenSuccess { decision in
+            handler.value.finishRefresh(decision)
+        }
+    }
+
+    private func finishRefresh(_ decision: FilterDecision?) {
+        refreshInFlight = false
+        guard state == .open else { return }
+        switch decision {
+        case nil:
+            reply(.error(code: "unknown_type", message: "no filter on this endpoint takes refresh"))
+        case .deny(_, let reason, _)?:
+            reply(.error(code: "refresh_failed", message: reason))
+        case .admit(let established)?:
+            guard let established else {
+                reply(.error(code: "refresh_failed", message: "the new credential establishes no identity"))
+                return
+            }
+            if let current = principal, current.identity != established.identity {
+                reply(.error(code: "refresh_failed", message: "the new token is for a different subject"))
+                return
+            }
+            principal = established
+            scheduleExpiry()
+            // The new credential may grant less: drop what it no longer allows.
+            for pattern in subscriptions where !pipeline.mayTopic(pattern, principal: established) {
+                shard.unsubscribe(pattern, self)
+                subscriptions.removeAll { $0 == pattern }
+                reply(.unsubscribed(pattern.text))
+            }
+            reply(.refreshed(expiresAt: established.expiresAt))
         }
     }
 

@@ -1,5 +1,6 @@
 import APIKeyPlugin
 import JSONPlugin
+import JWTPlugin
 import MessagePackPlugin
 import OriginPlugin
 import RateLimitPlugin
@@ -20,6 +21,7 @@ public enum BuiltinPlugins {
         registry.register(encoder: MessagePackEncoderPlugin.self)
         // Filters
         registry.register(filter: APIKeyFilter.self)
+        registry.register(filter: JWTFilter.self)
         registry.register(filter: OriginFilter.self)
         registry.register(filter: RateLimitFilter.self)
         return registry

@@ -65,27 +65,40 @@ class Gateway:
             return json.load(response)
 
 
-@pytest.fixture(scope="session")
-def gateway():
+def start_gateway(config_text, env_extra=None, name="gateway"):
+    """Starts the release binary with `config_text` on a free loopback port; returns a
+    Gateway once it logs its address. Call `stop_gateway` when done."""
     binary = os.environ.get("SWITCHBOARD_BINARY", str(ROOT / ".build/release/switchboard"))
     directory = tempfile.mkdtemp()
-    config = pathlib.Path(directory) / "interop.yaml"
-    config.write_text(CONFIG)
-    log = pathlib.Path(directory) / "gateway.log"
-    env = dict(os.environ, SWITCHBOARD_PUBLISH_KEY=PUBLISH_KEY)
+    config = pathlib.Path(directory) / ("%s.yaml" % name)
+    config.write_text(config_text)
+    log = pathlib.Path(directory) / ("%s.log" % name)
+    env = dict(os.environ, SWITCHBOARD_PUBLISH_KEY=PUBLISH_KEY, **(env_extra or {}))
     with open(log, "w") as output:
         process = subprocess.Popen(
             [binary, "run", str(config), "--host", "127.0.0.1", "--port", "0"],
             stdout=output, stderr=subprocess.STDOUT, env=env,
         )
     address = None
-    for _ in range(200):
+    for _ in range(400):
         match = re.search(r"address=(127\.0\.0\.1:\d+)", log.read_text())
         if match:
             address = match.group(1)
             break
+        if process.poll() is not None:
+            break
         time.sleep(0.05)
     assert address, log.read_text()
-    yield Gateway(process, address, log)
-    process.terminate()
-    assert process.wait(timeout=15) == 0, log.read_text()
+    return Gateway(process, address, log)
+
+
+def stop_gateway(gateway):
+    gateway.process.terminate()
+    assert gateway.process.wait(timeout=15) == 0, gateway.log.read_text()
+
+
+@pytest.fixture(scope="session")
+def gateway():
+    running = start_gateway(CONFIG, name="interop")
+    yield running
+    stop_gateway(running)

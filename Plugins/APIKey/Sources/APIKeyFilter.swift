@@ -92,7 +92,7 @@ public struct APIKeyFilter: FilterPlugin {
     }
 
     public static func build(config: Config, context: FilterContext) async throws -> any Filter {
-        APIKeyChecker(config: config, logger: context.logger, endpoint: context.endpointPath)
+        APIKeyChecker(config: config, denials: context.denials)
     }
 
     static func hexBytes(_ text: String) -> [UInt8]? {
@@ -161,16 +161,10 @@ public struct APIKeyFilter: FilterPlugin {
 /// The running filter.
 struct APIKeyChecker: Filter {
     let config: APIKeyFilter.Config
-    let logger: Logger
-    let endpoint: String
+    let denials: FilterDenials
 
     func admit(_ request: UpgradeRequest, principal: Principal?) async -> FilterDecision {
-        let verdict = decide(request)
-        guard case .deny(let status, let reason, let retryAfter) = verdict else { return verdict }
-        logger.notice(config.mode == .observe ? "api_key filter would deny" : "api_key filter denied", metadata: [
-            "endpoint": .string(endpoint), "remote": .string(request.remoteAddress ?? "-"), "reason": .string(reason),
-        ])
-        return config.mode == .observe ? .admit(principal) : .deny(status: status, reason: reason, retryAfter: retryAfter)
+        denials.apply(decide(request), remote: request.remoteAddress, mode: config.mode, principal: principal)
     }
 
     func decide(_ request: UpgradeRequest) -> FilterDecision {

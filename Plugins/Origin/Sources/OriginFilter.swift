@@ -43,7 +43,7 @@ public struct OriginFilter: FilterPlugin {
     }
 
     public static func build(config: Config, context: FilterContext) async throws -> any Filter {
-        OriginChecker(config: config, logger: context.logger, endpoint: context.endpointPath)
+        OriginChecker(config: config, denials: context.denials)
     }
 }
 
@@ -147,17 +147,10 @@ public struct Origin: Sendable, Equatable {
 /// The running filter.
 struct OriginChecker: Filter {
     let config: OriginFilter.Config
-    let logger: Logger
-    let endpoint: String
+    let denials: FilterDenials
 
     func admit(_ request: UpgradeRequest, principal: Principal?) async -> FilterDecision {
-        let verdict = decide(request.header("Origin"))
-        guard case .deny(let status, let reason, let retryAfter) = verdict else { return verdict }
-        logger.notice("origin filter would deny", metadata: [
-            "endpoint": .string(endpoint), "remote": .string(request.remoteAddress ?? "-"),
-            "reason": .string(reason), "mode": .string(config.mode.rawValue),
-        ])
-        return config.mode == .observe ? .admit(principal) : .deny(status: status, reason: reason, retryAfter: retryAfter)
+        denials.apply(decide(request.header("Origin")), remote: request.remoteAddress, mode: config.mode, principal: principal)
     }
 
     func decide(_ header: String?) -> FilterDecision {

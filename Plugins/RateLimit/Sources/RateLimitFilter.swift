@@ -80,29 +80,25 @@ public struct RateLimitFilter: FilterPlugin {
     }
 
     public static func build(config: Config, context: FilterContext) async throws -> any Filter {
-        RateLimiter(config: config, logger: context.logger, endpoint: context.endpointPath)
+        RateLimiter(config: config, denials: context.denials)
     }
 }
 
 /// Shared state of one `rate_limit` filter instance (one per endpoint).
 final class RateLimiter: Filter, @unchecked Sendable {
     let config: RateLimitFilter.Config
-    let logger: Logger
-    let endpoint: String
+    let denials: FilterDenials
     private let lock = NIOLock()
     private var buckets: [String: TokenBucket] = [:]
     private var perIP: [String: Int] = [:]
     private var total = 0
-    private var lastDenialLog: Int64 = 0
-    private var suppressedDenials = 0
 
     /// Beyond this many tracked IPs, idle buckets are forgotten.
     static let maximumTrackedAddresses = 100_000
 
-    init(config: RateLimitFilter.Config, logger: Logger, endpoint: String) {
+    init(config: RateLimitFilter.Config, denials: FilterDenials) {
         self.config = config
-        self.logger = logger
-        self.endpoint = endpoint
+        self.denials = denials
     }
 
     static func now() -> Int64 { Int64(NIODeadline.now().uptimeNanoseconds) }
@@ -173,25 +169,9 @@ final class RateLimiter: Filter, @unchecked Sendable {
         }
     }
 
-    /// Logs a denial (at most one line per second, with the number suppressed) and applies the mode.
+    /// Records a denial and applies the mode.
     func deny(status: Int, reason: String, retryAfter: Int?, address: String, principal: Principal?) -> FilterDecision {
-        let now = Self.now()
-        let (shouldLog, suppressed): (Bool, Int) = lock.withLock {
-            if now - lastDenialLog >= 1_000_000_000 {
-                lastDenialLog = now
-                defer { suppressedDenials = 0 }
-                return (true, suppressedDenials)
-            }
-            suppressedDenials += 1
-            return (false, 0)
-        }
-        if shouldLog {
-            logger.notice(config.mode == .observe ? "rate_limit would deny" : "rate_limit denied", metadata: [
-                "endpoint": .string(endpoint), "remote": .string(address), "reason": .string(reason),
-                "suppressed_since_last": .stringConvertible(suppressed),
-            ])
-        }
-        return config.mode == .observe ? .admit(principal) : .deny(status: status, reason: reason, retryAfter: retryAfter)
+        denials.apply(.deny(status: status, reason: reason, retryAfter: retryAfter), remote: address, mode: config.mode, principal: principal)
     }
 }
 
@@ -221,6 +201,7 @@ final class ConnectionLimitGuard: ConnectionGuard, @unchecked Sendable {
             return .accept
         }
         violations += 1
+        limiter.denials.record(reason: "message rate exceeded", remote: address, mode: limiter.config.mode)
         if limiter.config.mode == .observe { return .accept }
         if violations >= limiter.config.maxViolations {
             return .close(code: 1008, reason: "message rate exceeded")
