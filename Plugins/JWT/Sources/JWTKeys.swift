@@ -120,7 +120,7 @@ public struct KeyConfig: Decodable, Sendable {
         guard pem.contains("-----BEGIN PUBLIC KEY-----") else {
             throw ConfigValidationError("\(label): expected a PEM public key (-----BEGIN PUBLIC KEY-----)", hint: "never configure a private key here")
         }
-        if algorithm.family == .rsa, let parsed = try? _RSA.Signing.PublicKey(pemRepresentation: pem), parsed.keySizeInBits < 2048 {
+        if algorithm.family == .rsa, let parsed = try? _RSA.Signing.PublicKey(unsafePEMRepresentation: pem), parsed.keySizeInBits < 2048 {
             throw ConfigValidationError("\(label): RSA keys must have at least 2048 bits (this one has \(parsed.keySizeInBits))")
         }
         do {

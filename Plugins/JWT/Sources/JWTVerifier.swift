@@ -53,7 +53,8 @@ final class JWTVerifier: Sendable {
         let parts = token.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 3, !parts[0].isEmpty, !parts[1].isEmpty else { throw Refusal("malformed token") }
         guard let headerBytes = Base64URL.decode(parts[0]), case .object(let header)? = try? JSONParser.parse(headerBytes),
-            let payloadBytes = Base64URL.decode(parts[1]), case .object(let claims)? = try? JSONParser.parse(payloadBytes)
+            let payloadBytes = Base64URL.decode(parts[1]), case .object(let claims)? = try? JSONParser.parse(payloadBytes),
+            Base64URL.decode(parts[2]) != nil
         else { throw Refusal("malformed token") }
 
         // Algorithm: from the allowlist, never chosen by the token.
@@ -177,7 +178,8 @@ struct OpaqueClaims: JWTPayload {
     func verify(using algorithm: some JWTAlgorithm) async throws {}
 }
 
-/// Base64url without padding (RFC 7515 §2), strict: any other character fails.
+/// Base64url without padding (RFC 7515 §2), strict: any other character, or a
+/// non-canonical final character, fails.
 enum Base64URL {
     static func decode(_ text: Substring) -> [UInt8]? {
         var output: [UInt8] = []
@@ -201,8 +203,9 @@ enum Base64URL {
                 output.append(UInt8(truncatingIfNeeded: buffer >> UInt32(bits)))
             }
         }
-        // 6 leftover bits cannot come from whole bytes.
-        guard bits < 6 else { return nil }
+        // 6 leftover bits cannot come from whole bytes; leftover bits must be zero so that
+        // every byte string has exactly one encoding (no malleable signatures).
+        guard bits < 6, buffer & ((1 << UInt32(bits)) - 1) == 0 else { return nil }
         return output
     }
 }
