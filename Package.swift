@@ -87,6 +87,7 @@ let package = Package(
             dependencies: [
                 "SwitchboardCore",
                 "SwitchboardKernel",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
@@ -220,8 +221,7 @@ let package = Package(
         .testTarget(
             name: "JWTPluginTests",
             dependencies: [
-                "JWTPlugin", "SwitchboardCore", "SwitchboardConfig",
-                .product(name: "Crypto", package: "swift-crypto"),
+                "JWTPlugin", "SwitchboardCore", "SwitchboardConfig", "SwitchboardTesting",
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Plugins/JWT/Tests",

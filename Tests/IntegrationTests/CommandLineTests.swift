@@ -34,7 +34,11 @@ import Testing
     @Test func checkAcceptsEveryShippedConfig() throws {
         let files = try FileManager.default.contentsOfDirectory(atPath: Self.repository.appendingPathComponent("configs").path)
             .filter { $0.hasSuffix(".yaml") }.sorted().map { "configs/\($0)" }
-        let result = try Self.run(["check"] + files, environment: ["TAKHIN_EVENTS_KEY": "example-key-0123456789abcdef"])
+        let result = try Self.run(["check"] + files, environment: [
+            "TAKHIN_EVENTS_KEY": "example-key-0123456789abcdef",
+            "HELIOS_EVENTS_KEY": "example-key-0123456789abcdef",
+            "HELIOS_JWT_SECRET": "example-secret-0123456789abcdef0123456789",
+        ])
         #expect(result.status == 0, "\(result.output)")
         #expect(result.output.contains("configs/default.yaml: ok"))
     }

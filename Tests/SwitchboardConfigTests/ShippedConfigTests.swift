@@ -20,7 +20,11 @@ import switchboard
     }
 
     /// Variables the example configs require (secrets have no defaults on purpose).
-    static let exampleEnvironment = ["TAKHIN_EVENTS_KEY": "example-key-0123456789abcdef"]
+    static let exampleEnvironment = [
+        "TAKHIN_EVENTS_KEY": "example-key-0123456789abcdef",
+        "HELIOS_EVENTS_KEY": "example-key-0123456789abcdef",
+        "HELIOS_JWT_SECRET": "example-secret-0123456789abcdef0123456789",
+    ]
 
     @Test(arguments: files)
     func loads(file: String) throws {
@@ -42,6 +46,20 @@ import switchboard
         #expect(endpoint.subscribe.map(\.text) == ["metrics", "topic:*", "group:*"])
         #expect(endpoint.heartbeat.interval == .seconds(54))
         #expect(endpoint.heartbeat.interval.nanoseconds + endpoint.heartbeat.timeout.nanoseconds == ConfigDuration.seconds(60).nanoseconds)
+    }
+
+    @Test func heliosClusterMatchesTheSeed() throws {
+        let loader = ConfigurationLoader(registry: BuiltinPlugins.registry, environment: Self.exampleEnvironment)
+        let configuration = try loader.load(contentsOf: Self.configs.appendingPathComponent("helios-cluster.yaml").path)
+        let endpoint = try #require(configuration.endpoints.first)
+        #expect(endpoint.path == "/ws/cluster")
+        let types = ["status", "status_update", "state_change", "peer_change", "latency", "uptime", "snapshot", "custom_metrics", "error"]
+        #expect(endpoint.subscribe.map(\.text) == types)
+        #expect(endpoint.heartbeat.interval == .seconds(30))
+        #expect(endpoint.heartbeat.interval.nanoseconds + endpoint.heartbeat.timeout.nanoseconds == ConfigDuration.seconds(60).nanoseconds)
+        #expect(endpoint.filters.map(\.plugin) == ["jwt"])
+        let status = try #require(configuration.sources.first { $0.name == "helios-status" })
+        #expect(status.retain)
     }
 
     @Test func defaultConfigurationIsTheDemo() throws {

@@ -1,9 +1,9 @@
-import Crypto
 import Foundation
 import JWTPlugin
 import Logging
 import SwitchboardConfig
 import SwitchboardCore
+import SwitchboardTesting
 import Testing
 
 /// Config validation and claim mapping of the `jwt` filter. Tokens here are built by hand
@@ -45,19 +45,11 @@ import Testing
         try await JWTFilter.build(config: config(yaml), context: FilterContext(endpointPath: "/ws", logger: Logger(label: "test")))
     }
 
-    static func base64URL(_ bytes: some Sequence<UInt8>) -> String {
-        Data(bytes).base64EncodedString().replacingOccurrences(of: "+", with: "-")
-            .replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
-    }
-
-    /// An HS256 token made with swift-crypto's HMAC directly.
     static func hs256(_ claims: String, header: String = #"{"alg":"HS256","typ":"JWT"}"#, secret: String = secret) -> String {
-        let input = base64URL(Array(header.utf8)) + "." + base64URL(Array(claims.utf8))
-        let mac = HMAC<SHA256>.authenticationCode(for: Array(input.utf8), using: SymmetricKey(data: Array(secret.utf8)))
-        return input + "." + base64URL(mac)
+        TestTokens.hs256(claims, secret: secret, header: header)
     }
 
-    static var now: Int { Int(Date().timeIntervalSince1970) }
+    static var now: Int { TestTokens.now }
 
     @Test(arguments: [
         ("keys: [{algorithm: HS256, secret: short-secret}]", "at least 32 bytes"),
