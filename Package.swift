@@ -27,6 +27,7 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
     ],
     targets: [
         // MARK: system libraries (Debian: zlib1g-dev, libmsgpack-dev)
@@ -59,6 +60,17 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "SwitchboardRedis",
+            dependencies: [
+                "SwitchboardCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -108,6 +120,7 @@ let package = Package(
                 "APIKeyPlugin",
                 "RateLimitPlugin",
                 "JWTPlugin",
+                "RedisPlugin",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -162,6 +175,18 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Plugins/JWT/Sources",
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "RedisPlugin",
+            dependencies: [
+                "SwitchboardCore",
+                "SwitchboardRedis",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Plugins/Redis/Sources",
             swiftSettings: swiftSettings
         ),
         .target(
@@ -225,6 +250,15 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Plugins/JWT/Tests",
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "RedisPluginTests",
+            dependencies: [
+                "RedisPlugin", "SwitchboardRedis", "SwitchboardCore", "SwitchboardConfig", "SwitchboardTesting",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            path: "Plugins/Redis/Tests",
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -12,7 +12,7 @@ if ! command -v swift >/dev/null 2>&1; then
 fi
 
 # Debian packages used by the tests and the README's examples.
-APT_PACKAGES=(curl ca-certificates pkg-config zlib1g-dev libmsgpack-dev chromium)
+APT_PACKAGES=(curl ca-certificates pkg-config zlib1g-dev libmsgpack-dev chromium redis-server)
 
 missing=()
 for package in "${APT_PACKAGES[@]}"; do
@@ -27,7 +27,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # Python packages for the interop tests (PyPI).
-if ! python3 -c "import websockets, msgpack, pytest" 2>/dev/null; then
+if ! python3 -c "import websockets, msgpack, pytest, jwt, cryptography" 2>/dev/null; then
     echo "setup: installing Python test packages"
     python3 -m pip install -q --disable-pip-version-check -r "$(dirname "${BASH_SOURCE[0]}")/../Tests/Interop/requirements.txt"
 fi

@@ -13,15 +13,37 @@ public struct Event: Sendable, Equatable {
     public var id: String?
     /// Seconds since the Unix epoch, as the host systems' protocols use.
     public var timestamp: Int64
+    /// How encoders lay the event out for clients.
+    public var shape: EventShape
 
     /// Creates an event; `timestamp` defaults to now.
-    public init(topic: String, type: String, data: JSONValue, id: String? = nil, timestamp: Int64? = nil) {
+    public init(topic: String, type: String, data: JSONValue, id: String? = nil, timestamp: Int64? = nil, shape: EventShape = .envelope) {
         self.topic = topic
         self.type = type
         self.data = data
         self.id = id
         self.timestamp = timestamp ?? UnixTime.nowSeconds()
+        self.shape = shape
     }
+
+    /// The `flat` layout: `{"type": …, <the data object's fields>}`, or
+    /// `{"type": …, "data": …}` when the data is not an object.
+    public var flatValue: JSONValue {
+        guard case .object(let object) = data else { return ["type": .string(type), "data": data] }
+        var flat = JSONObject([("type", .string(type))])
+        for entry in object.entries where entry.key != "type" { flat.entries.append(entry) }
+        return .object(flat)
+    }
+}
+
+/// The layout of an event on the wire.
+public enum EventShape: String, Sendable, ConfigEnum {
+    /// `{"type","topic","id"?,"timestamp","data"}`: the default.
+    case envelope
+    /// `{"type", …data's fields}`: what hubs that relay a backend's JSON objects with an
+    /// added `type` send (Botrix's `job_update`).
+    case flat
+    public static var configPlaceholder: EventShape { .envelope }
 }
 
 /// Wall-clock helpers (seconds and milliseconds since the Unix epoch).

@@ -10,6 +10,13 @@ import NIOCore
 public protocol EventSource: Sendable {
     /// Runs until the task is cancelled. Throwing means "not connected"; the kernel retries.
     func run() async throws
+    /// Whether the source reports `connected` itself (once its backend answers) rather than
+    /// counting as connected while `run()` runs. Default: `false`.
+    var reportsOwnHealth: Bool { get }
+}
+
+extension EventSource {
+    public var reportsOwnHealth: Bool { false }
 }
 
 /// Health of a source, shown in `/readyz` and `/stats`.

@@ -70,10 +70,15 @@ public final class SourceSupervisor: Sendable {
     }
 
     /// Runs one source until the task is cancelled, restarting it with backoff when it throws.
+    ///
+    /// A source that ``EventSource/reportsOwnHealth`` says `connected` itself once its
+    /// backend answers; other sources count as connected while they run. The backoff starts
+    /// over whenever the source had been connected before it failed, so a fresh outage is
+    /// retried quickly.
     public func supervise(name: String, source: any EventSource) async {
         var backoff = self.backoff
         while !Task.isCancelled {
-            update(name: name, health: .connected)
+            if !source.reportsOwnHealth { update(name: name, health: .connected) }
             let started = ContinuousClock.now
             do {
                 try await source.run()
@@ -82,7 +87,8 @@ public final class SourceSupervisor: Sendable {
                 return
             } catch {
                 if Task.isCancelled { break }
-                if ContinuousClock.now - started > .seconds(30) { backoff.reset() }
+                let wasConnected = states.withLock { $0[name]?.health == .connected }
+                if wasConnected || ContinuousClock.now - started > .seconds(30) { backoff.reset() }
                 update(name: name, health: .retrying(lastError: "\(error)"))
                 let delay = backoff.nextDelay()
                 do { try await Task.sleep(for: delay) } catch { break }

@@ -4,6 +4,7 @@ import JWTPlugin
 import MessagePackPlugin
 import OriginPlugin
 import RateLimitPlugin
+import RedisPlugin
 import SwitchboardCore
 import TimerPlugin
 import WebhookPlugin
@@ -16,6 +17,8 @@ public enum BuiltinPlugins {
         // Sources
         registry.register(source: TimerSource.self)
         registry.register(source: WebhookSource.self)
+        registry.register(source: RedisSource.self)
+        registry.register(source: RedisStreamSource.self)
         // Encoders
         registry.register(encoder: JSONEncoderPlugin.self)
         registry.register(encoder: MessagePackEncoderPlugin.self)

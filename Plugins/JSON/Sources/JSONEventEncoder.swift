@@ -23,6 +23,10 @@ public struct JSONEventEncoder: EventEncoder {
     public init() {}
 
     public func encode(_ event: Event, into buffer: inout ByteBuffer) {
+        if event.shape == .flat {
+            JSONWriter.write(event.flatValue, into: &buffer)
+            return
+        }
         buffer.writeStaticString(#"{"type":"#)
         JSONWriter.writeString(event.type, into: &buffer)
         buffer.writeStaticString(#","topic":"#)

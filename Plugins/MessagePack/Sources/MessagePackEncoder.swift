@@ -22,6 +22,11 @@ public struct MessagePackEventEncoder: EventEncoder {
     public init() {}
 
     public func encode(_ event: Event, into buffer: inout ByteBuffer) {
+        if event.shape == .flat {
+            let flat = event.flatValue
+            MessagePackWriter.write(into: &buffer) { $0.value(flat) }
+            return
+        }
         MessagePackWriter.write(into: &buffer) { packer in
             msgpack_pack_map(packer, event.id == nil ? 4 : 5)
             packer.string("type")
