@@ -29,10 +29,13 @@ public struct EndpointConfiguration: Sendable, Decodable {
     /// Role → topic patterns its holders may subscribe to; role `*` applies to everyone.
     /// When set, a subscription needs a matching role as well as the endpoint's `topics`.
     public var permissions: [String: [TopicPattern]]?
+    /// An extra HTTP path (e.g. `/ws/stats`) answering GET with this endpoint's counters.
+    public var statsPath: String?
     var position: ConfigPosition?
 
     enum CodingKeys: String, CodingKey {
         case path, encoders, topics, subscribe, filters, heartbeat, mode, compression, permissions
+        case statsPath = "stats_path"
         case maxMessageSize = "max_message_size"
         case maxSubscriptions = "max_subscriptions"
         case sendQueue = "send_queue"
@@ -59,8 +62,12 @@ public struct EndpointConfiguration: Sendable, Decodable {
         mode = try container.value(.mode, default: .pubsub)
         compression = try container.value(.compression, default: .off)
         permissions = try container.decodeIfPresent([String: [TopicPattern]].self, forKey: .permissions)
+        statsPath = try container.decodeIfPresent(String.self, forKey: .statsPath)
 
         guard let node else { return }
+        if let statsPath, !statsPath.hasPrefix("/") || statsPath.contains("?") || statsPath == path {
+            node.report("stats_path must start with '/', contain no query and differ from the endpoint path", key: "stats_path")
+        }
         if !path.hasPrefix("/") || path.contains("?") || path.contains(" ") {
             node.report("endpoint path must start with '/' and contain no query or spaces, got '\(path)'", hint: "e.g. /ws", key: "path")
         }

@@ -145,6 +145,12 @@ public final class Gateway: Sendable {
                 )
             }
         }
+        for endpoint in configuration.endpoints {
+            guard let statsPath = endpoint.statsPath, let runtime = endpoints[endpoint.path] else { continue }
+            router.get(RouterPath(statsPath)) { _, _ in
+                Self.json(Self.endpointStats(runtime), status: .ok)
+            }
+        }
         for route in assembly.routes {
             let limit = route.maxBodySize
             let handler = route.handler
@@ -201,6 +207,20 @@ public final class Gateway: Sendable {
 
     // MARK: stats
 
+    /// One endpoint's counters (in `/stats` and at its `stats_path`).
+    static func endpointStats(_ runtime: EndpointRuntime) -> JSONValue {
+        let open = Int64(runtime.connections.load(ordering: .relaxed))
+        return [
+            "connections": .int(open),
+            "connected_clients": .int(open),
+            "accepted": .int(Int64(runtime.accepted.load(ordering: .relaxed))),
+            "rejected": .int(Int64(runtime.rejected.load(ordering: .relaxed))),
+            "closed_for_cause": .int(Int64(runtime.closedForCause.load(ordering: .relaxed))),
+            "forbidden_subscriptions": .int(Int64(runtime.forbiddenSubscriptions.load(ordering: .relaxed))),
+            "filters": .array(runtime.pipeline.filterDenials.map { $0.snapshot() }),
+        ]
+    }
+
     /// What `/stats` returns (and what a `timer` with `emit: stats` publishes).
     public func statsSnapshot() async -> JSONValue {
         let counters = assembly.kernel.counters
@@ -210,14 +230,7 @@ public final class Gateway: Sendable {
             guard let runtime = endpoints[path] else { continue }
             let open = runtime.connections.load(ordering: .relaxed)
             totalConnections += open
-            perEndpoint[path] = [
-                "connections": .int(Int64(open)),
-                "accepted": .int(Int64(runtime.accepted.load(ordering: .relaxed))),
-                "rejected": .int(Int64(runtime.rejected.load(ordering: .relaxed))),
-                "closed_for_cause": .int(Int64(runtime.closedForCause.load(ordering: .relaxed))),
-                "forbidden_subscriptions": .int(Int64(runtime.forbiddenSubscriptions.load(ordering: .relaxed))),
-                "filters": .array(runtime.pipeline.filterDenials.map { $0.snapshot() }),
-            ]
+            perEndpoint[path] = Self.endpointStats(runtime)
         }
         var topics = JSONObject()
         for (pattern, count) in await assembly.kernel.subscriberCounts().sorted(by: { $0.key < $1.key }) {
