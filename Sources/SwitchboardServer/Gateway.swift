@@ -1,3 +1,4 @@
+import Foundation
 import Hummingbird
 import HummingbirdCore
 import Logging
@@ -137,6 +138,15 @@ public final class Gateway: Sendable {
         router.get("/stats") { [self] _, _ in
             Self.json(await statsSnapshot(), status: .ok)
         }
+        router.get("/metrics") { [self] _, _ in
+            var buffer = ByteBuffer()
+            buffer.writeString(metricsText())
+            return Response(
+                status: .ok,
+                headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: .init(byteBuffer: buffer)
+            )
+        }
         for path in endpoints.keys {
             router.get(RouterPath(path)) { _, _ in
                 Self.json(
@@ -206,6 +216,51 @@ public final class Gateway: Sendable {
     }
 
     // MARK: stats
+
+    /// `/metrics` in the Prometheus text format.
+    func metricsText() -> String {
+        var lines: [String] = []
+        func metric(_ name: String, _ type: String, _ help: String, _ samples: [(labels: String, value: Int)]) {
+            lines.append("# HELP switchboard_\(name) \(help)")
+            lines.append("# TYPE switchboard_\(name) \(type)")
+            for sample in samples {
+                lines.append("switchboard_\(name)\(sample.labels.isEmpty ? "" : "{\(sample.labels)}") \(sample.value)")
+            }
+        }
+        func label(_ text: String) -> String {
+            text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"").replacingOccurrences(of: "\n", with: "\\n")
+        }
+        let counters = assembly.kernel.counters
+        let paths = endpoints.keys.sorted()
+        let runtimes = paths.compactMap { path in endpoints[path].map { (path, $0) } }
+        metric("connections", "gauge", "Open WebSocket connections.", runtimes.map { ("endpoint=\"\(label($0.0))\"", $0.1.connections.load(ordering: .relaxed)) })
+        metric("connections_accepted_total", "counter", "WebSocket upgrades accepted.", runtimes.map { ("endpoint=\"\(label($0.0))\"", $0.1.accepted.load(ordering: .relaxed)) })
+        metric("connections_rejected_total", "counter", "WebSocket upgrades refused.", runtimes.map { ("endpoint=\"\(label($0.0))\"", $0.1.rejected.load(ordering: .relaxed)) })
+        metric("connections_closed_for_cause_total", "counter", "Connections closed for protocol violations, limits, dead peers or overflow.", runtimes.map { ("endpoint=\"\(label($0.0))\"", $0.1.closedForCause.load(ordering: .relaxed)) })
+        var denials: [(String, Int)] = []
+        for (path, runtime) in runtimes {
+            for record in runtime.pipeline.filterDenials {
+                if case .object(let denied)? = record.snapshot()["denied"] {
+                    for (reason, count) in denied.entries {
+                        denials.append(("endpoint=\"\(label(path))\",filter=\"\(label(record.filter))\",reason=\"\(label(reason))\"", Int(count.intValue ?? 0)))
+                    }
+                }
+            }
+        }
+        metric("filter_denials_total", "counter", "Upgrades and messages refused by filters, per reason.", denials)
+        metric("events_in_total", "counter", "Events published into the kernel.", [("", counters.eventsIn.load(ordering: .relaxed))])
+        metric("deliveries_total", "counter", "Event frames queued to connections.", [("", counters.deliveries.load(ordering: .relaxed))])
+        metric("dropped_total", "counter", "Frames dropped by slow-consumer policies.", [("", counters.dropped.load(ordering: .relaxed))])
+        metric("encodes_total", "counter", "Encoder calls on the broadcast path.", [("", counters.encodes.load(ordering: .relaxed))])
+        metric("compressions_total", "counter", "Shared permessage-deflate compressions.", [("", counters.compressions.load(ordering: .relaxed))])
+        let statuses = assembly.supervisor.statuses()
+        metric("source_up", "gauge", "1 when the source is connected.", statuses.map {
+            ("source=\"\(label($0.name))\",plugin=\"\(label($0.plugin))\",state=\"\($0.health.label)\"", $0.health == .connected ? 1 : 0)
+        })
+        metric("source_restarts_total", "counter", "Times a source was restarted after failing.", statuses.map { ("source=\"\(label($0.name))\"", $0.restarts) })
+        metric("ready", "gauge", "1 when every source is connected.", [("", assembly.supervisor.isReady ? 1 : 0)])
+        return lines.joined(separator: "\n") + "\n"
+    }
 
     /// One endpoint's counters (in `/stats` and at its `stats_path`).
     static func endpointStats(_ runtime: EndpointRuntime) -> JSONValue {

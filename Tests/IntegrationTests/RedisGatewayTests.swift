@@ -49,6 +49,9 @@ struct RedisGatewayTests {
         let source = outage["sources"]?.arrayValue?.first
         #expect(source?["state"] == "retrying")
         #expect(source?["last_error"]?.stringValue?.isEmpty == false)
+        let metrics = try await gateway.text("/metrics")
+        #expect(metrics.contains(#"switchboard_source_up{source="botrix-jobs",plugin="redis",state="retrying"} 0"#), "\(metrics)")
+        #expect(metrics.contains("switchboard_ready 0"))
         // Everything else keeps serving.
         #expect(try await gateway.get("/healthz").status == 200)
         let other = try await TestWebSocketClient.connect(port: gateway.port, path: "/ws")

@@ -51,6 +51,12 @@ struct TestGateway {
         return (Int(response.status.code), (try? JSONParser.parse(body.readableBytesView)) ?? .null)
     }
 
+    /// GET `path` as text.
+    func text(_ path: String) async throws -> String {
+        let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: baseURL + path), timeout: .seconds(5))
+        return String(buffer: try await response.body.collect(upTo: 1 << 20))
+    }
+
     /// POST a body to `path` with the test publish key (unless `key` says otherwise).
     func post(_ path: String, body: String, key: String? = TestGateway.publishKey) async throws -> (status: Int, body: JSONValue) {
         var request = HTTPClientRequest(url: baseURL + path)
