@@ -47,6 +47,7 @@ let package = Package(
             name: "SwitchboardConfig",
             dependencies: [
                 "SwitchboardCore",
+                "SwitchboardRedis",
                 .product(name: "Yams", package: "Yams"),
             ],
             swiftSettings: swiftSettings
@@ -78,12 +79,14 @@ let package = Package(
             name: "SwitchboardServer",
             dependencies: [
                 "SwitchboardCore",
+                "SwitchboardRedis",
                 "SwitchboardConfig",
                 "SwitchboardKernel",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
                 .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),

@@ -1,3 +1,4 @@
+import SwitchboardRedis
 import SwitchboardCore
 
 /// The whole gateway as one validated value: where to listen, which sources run and which
@@ -11,11 +12,45 @@ public struct GatewayConfiguration: Sendable {
     public var endpoints: [EndpointConfiguration]
     /// How long shutdown waits for clients to acknowledge the 1001 close.
     public var shutdownGrace: ConfigDuration
+    /// Several instances sharing events through Redis, when set.
+    public var cluster: ClusterConfiguration?
+}
+
+/// `cluster: {redis: URL}`: every event that enters any instance reaches the clients of
+/// every instance once; sources with `run: once` run on one instance at a time.
+public struct ClusterConfiguration: Sendable, Decodable {
+    public var redis: RedisURL
+    /// The pub/sub channel events travel on.
+    public var channel: String
+    /// How long a `run: once` lease lasts without renewal.
+    public var leaseTTL: ConfigDuration
+
+    enum CodingKeys: String, CodingKey {
+        case redis, channel
+        case leaseTTL = "lease_ttl"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        redis = try RedisURL(parsing: container.decode(String.self, forKey: .redis))
+        channel = try container.value(.channel, default: "switchboard:events")
+        leaseTTL = try container.value(.leaseTTL, default: .seconds(10))
+        if leaseTTL.nanoseconds < 1_000_000_000 { throw ConfigValidationError("'lease_ttl' must be at least 1s") }
+    }
+}
+
+/// Where a source runs when several instances share a cluster.
+public enum SourceRunPolicy: String, Sendable, ConfigEnum {
+    /// On every instance (sources that receive: webhooks, Redis subscriptions with the bus off).
+    case everywhere
+    /// On one instance at a time, holding a Redis lease (timers that poll a backend).
+    case once
+    public static var configPlaceholder: SourceRunPolicy { .everywhere }
 }
 
 extension GatewayConfiguration: Decodable {
     enum CodingKeys: String, CodingKey {
-        case listener, sources, endpoints
+        case listener, sources, endpoints, cluster
         case shutdownGrace = "shutdown_grace"
     }
 
@@ -35,6 +70,7 @@ extension GatewayConfiguration: Decodable {
             endpoints = []
         }
         shutdownGrace = try container.value(.shutdownGrace, default: .seconds(2))
+        cluster = try container.decodeIfPresent(ClusterConfiguration.self, forKey: .cluster)
 
         guard let nodeDecoder = decoder as? NodeDecoder else { return }
         if !container.contains(.endpoints) && !container.contains(.sources) {
@@ -107,16 +143,19 @@ public struct SourceConfiguration: Sendable, Decodable {
     /// Keep the last event of each topic this source publishes and send it to every new
     /// subscriber of that topic right away (a status snapshot on connect).
     public var retain: Bool
+    /// `once`: with a cluster, only the instance holding the source's lease runs it.
+    public var run: SourceRunPolicy
     /// Position in the file, for later diagnostics.
     var position: ConfigPosition?
 
-    enum CodingKeys: String, CodingKey { case name, plugin, retain }
+    enum CodingKeys: String, CodingKey { case name, plugin, retain, run }
 
-    public init(name: String, plugin: String, builder: SourceBuilder, retain: Bool = false) {
+    public init(name: String, plugin: String, builder: SourceBuilder, retain: Bool = false, run: SourceRunPolicy = .everywhere) {
         self.name = name
         self.plugin = plugin
         self.builder = builder
         self.retain = retain
+        self.run = run
     }
 
     public init(from decoder: any Decoder) throws {
@@ -124,6 +163,7 @@ public struct SourceConfiguration: Sendable, Decodable {
         plugin = try container.decode(String.self, forKey: .plugin)
         name = try container.value(.name, default: plugin)
         retain = try container.value(.retain, default: false)
+        run = try container.value(.run, default: .everywhere)
         guard let nodeDecoder = decoder as? NodeDecoder else { throw ReportedError() }
         position = nodeDecoder.node.mark
         let registry = nodeDecoder.session.registry

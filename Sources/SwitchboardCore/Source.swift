@@ -26,6 +26,8 @@ public enum SourceHealth: Sendable, Equatable {
     case retrying(lastError: String)
     case failed(lastError: String)
     case stopped
+    /// A `run: once` source waiting while another instance holds its lease.
+    case standby
 
     /// A one-word label (`connected`, `retrying`, …).
     public var label: String {
@@ -35,6 +37,7 @@ public enum SourceHealth: Sendable, Equatable {
         case .retrying: return "retrying"
         case .failed: return "failed"
         case .stopped: return "stopped"
+        case .standby: return "standby"
         }
     }
 }

@@ -20,7 +20,8 @@ public struct GatewayAssembly: Sendable {
         configuration: GatewayConfiguration,
         registry: PluginRegistry,
         eventLoopGroup: any EventLoopGroup,
-        logger: Logger
+        logger: Logger,
+        forward: (@Sendable (Event, Bool) -> Void)? = nil
     ) async throws -> GatewayAssembly {
         var encoderNames: [String] = []
         for endpoint in configuration.endpoints {
@@ -86,6 +87,7 @@ public struct GatewayAssembly: Sendable {
                 logger: sourceLogger,
                 kernel: kernel,
                 retain: source.retain,
+                forward: forward,
                 routes: routes,
                 supervisor: supervisor,
                 statsProvider: statsProvider
@@ -162,6 +164,7 @@ final class KernelSourceContext: SourceContext {
     let logger: Logger
     private let kernel: Kernel
     private let retain: Bool
+    private let forward: (@Sendable (Event, Bool) -> Void)?
     private let routes: RouteCollector
     private let supervisor: SourceSupervisor
     private let statsProvider: StatsProviderBox
@@ -171,6 +174,7 @@ final class KernelSourceContext: SourceContext {
         logger: Logger,
         kernel: Kernel,
         retain: Bool,
+        forward: (@Sendable (Event, Bool) -> Void)?,
         routes: RouteCollector,
         supervisor: SourceSupervisor,
         statsProvider: StatsProviderBox
@@ -179,12 +183,16 @@ final class KernelSourceContext: SourceContext {
         self.logger = logger
         self.kernel = kernel
         self.retain = retain
+        self.forward = forward
         self.routes = routes
         self.supervisor = supervisor
         self.statsProvider = statsProvider
     }
 
-    func emit(_ event: Event) { kernel.publish(event, retain: retain) }
+    func emit(_ event: Event) {
+        kernel.publish(event, retain: retain)
+        forward?(event, retain)
+    }
     func registerRoute(_ route: HTTPRoute) { routes.add(route) }
     func statsSnapshot() async -> JSONValue { await statsProvider.snapshot() }
     func reportHealth(_ health: SourceHealth) { supervisor.update(name: sourceName, health: health) }

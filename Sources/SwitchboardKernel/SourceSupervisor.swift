@@ -66,7 +66,7 @@ public final class SourceSupervisor: Sendable {
 
     /// Whether every source is connected (or has finished on its own).
     public var isReady: Bool {
-        statuses().allSatisfy { $0.health == .connected || $0.health == .stopped }
+        statuses().allSatisfy { $0.health == .connected || $0.health == .stopped || $0.health == .standby }
     }
 
     /// Runs one source until the task is cancelled, restarting it with backoff when it throws.

@@ -153,6 +153,16 @@ public final class RedisConnection: Sendable {
         return replies
     }
 
+    /// Sends a command and ignores its reply (kept in order with the others; an error reply
+    /// is dropped). For high-rate writes such as PUBLISH on the cluster bus.
+    public func sendIgnoringReply(_ arguments: [RESPArgument]) {
+        var buffer = channel.allocator.buffer(capacity: 64)
+        RESPCommand.write(arguments, into: &buffer)
+        let promise = channel.eventLoop.makePromise(of: RESPValue.self)
+        promise.futureResult.whenComplete { _ in }
+        channel.writeAndFlush(RedisOutbound(bytes: buffer, replies: [promise]), promise: nil)
+    }
+
     /// Sends a command whose answers arrive as pushes (SUBSCRIBE, PSUBSCRIBE, and PING
     /// while subscribed); from then on unmatched replies go to `onPush`.
     public func sendWithoutReply(_ arguments: [RESPArgument]) {

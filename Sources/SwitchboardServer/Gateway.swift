@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import HummingbirdCore
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
@@ -26,6 +27,11 @@ public final class Gateway: Sendable {
     let logger: Logger
     let eventLoopGroup: any EventLoopGroup
     let started = UnixTime.nowMilliseconds()
+    /// The cluster bus, when `cluster:` is configured.
+    let bus: ClusterBus?
+    /// What the supervisor runs: the assembled sources (`run: once` ones behind their
+    /// lease) and the cluster bus subscription.
+    let runnableSources: [(name: String, source: any EventSource)]
     private let boundPort = Mutex<Int?>(nil)
     private let serviceGroup = Mutex<ServiceGroup?>(nil)
 
@@ -36,18 +42,54 @@ public final class Gateway: Sendable {
         logger: Logger,
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> Gateway {
+        // Sources are built before the bus exists (the bus needs the kernel), so their
+        // forwarding goes through a box filled right after.
+        let busBox = NIOLockedValueBox<ClusterBus?>(nil)
+        var forward: (@Sendable (Event, Bool) -> Void)?
+        if configuration.cluster != nil {
+            forward = { event, retain in
+                let bus = busBox.withLockedValue { $0 }
+                bus?.forward(event, retain: retain)
+            }
+        }
         let assembly = try await GatewayAssembly.assemble(
             configuration: configuration,
             registry: registry,
             eventLoopGroup: eventLoopGroup,
-            logger: logger
+            logger: logger,
+            forward: forward
         )
-        return Gateway(configuration: configuration, assembly: assembly, logger: logger, eventLoopGroup: eventLoopGroup)
+        var sources = assembly.sources
+        var bus: ClusterBus?
+        if let cluster = configuration.cluster {
+            let created = ClusterBus(configuration: cluster, kernel: assembly.kernel, logger: logger)
+            busBox.withLockedValue { $0 = created }
+            bus = created
+            let supervisor = assembly.supervisor
+            sources = sources.map { entry in
+                guard configuration.sources.first(where: { $0.name == entry.name })?.run == .once else { return entry }
+                let name = entry.name
+                return (name, LeasedSource(name: name, inner: entry.source, bus: created) { supervisor.update(name: name, health: $0) })
+            }
+            supervisor.register(name: "cluster-bus", plugin: "cluster")
+            sources.append(("cluster-bus", created.subscriber { supervisor.update(name: "cluster-bus", health: $0) }))
+            created.connectPublisher()
+        }
+        return Gateway(configuration: configuration, assembly: assembly, bus: bus, sources: sources, logger: logger, eventLoopGroup: eventLoopGroup)
     }
 
-    private init(configuration: GatewayConfiguration, assembly: GatewayAssembly, logger: Logger, eventLoopGroup: any EventLoopGroup) {
+    private init(
+        configuration: GatewayConfiguration,
+        assembly: GatewayAssembly,
+        bus: ClusterBus?,
+        sources: [(name: String, source: any EventSource)],
+        logger: Logger,
+        eventLoopGroup: any EventLoopGroup
+    ) {
         self.configuration = configuration
         self.assembly = assembly
+        self.bus = bus
+        self.runnableSources = sources
         self.logger = logger
         self.eventLoopGroup = eventLoopGroup
         var endpoints: [String: EndpointRuntime] = [:]
@@ -96,7 +138,7 @@ public final class Gateway: Sendable {
             eventLoopGroupProvider: .shared(eventLoopGroup),
             logger: logger
         )
-        let sources = SourcesService(supervisor: assembly.supervisor, sources: assembly.sources)
+        let sources = SourcesService(supervisor: assembly.supervisor, sources: runnableSources)
         let group = ServiceGroup(
             configuration: .init(
                 services: [
@@ -306,6 +348,7 @@ public final class Gateway: Sendable {
             "dedicated_compression_memory_bytes": .int(Int64(counters.dedicatedCompressionMemory.load(ordering: .relaxed))),
             "dropped": .int(Int64(counters.dropped.load(ordering: .relaxed))),
             "sources": .array(assembly.supervisor.statuses().map(Self.sourceJSON)),
+            "cluster": bus?.stats ?? .null,
         ]
     }
 }

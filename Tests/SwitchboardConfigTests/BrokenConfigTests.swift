@@ -72,7 +72,23 @@ import switchboard
                     every: 2s
                 """,
             expected: [
-                "test.yaml:3:13: sources[0].plugin: unknown source plugin 'timr' (did you mean 'timer'? available: timer, webhook)"
+                "test.yaml:3:13: sources[0].plugin: unknown source plugin 'timr' (did you mean 'timer'? available: redis, redis-stream, timer, webhook)"
+            ]
+        ),
+        Case(
+            name: "short jwt secret and a bad cluster URL",
+            yaml: """
+                cluster:
+                  redis: http://cache:6379
+                endpoints:
+                  - path: /ws
+                    filters:
+                      - plugin: jwt
+                        keys: [{algorithm: HS256, secret: too-short}]
+                """,
+            expected: [
+                "test.yaml:2:3: cluster: Redis URL scheme must be redis or rediss, not 'http'",
+                "test.yaml:7:16: endpoints[0].filters[0].keys[0] (jwt): HS256 key: an HS256 secret must be at least 32 bytes (it has 9) (generate one with: openssl rand -base64 32)",
             ]
         ),
         Case(
