@@ -14,6 +14,8 @@ public struct RedisURL: Sendable, Equatable, CustomStringConvertible {
     public var password: String?
     public var database: Int
     public var tls: Bool
+    /// PEM file of the CA to trust for `rediss://` instead of the system's (`?ca=/path`).
+    public var caFile: String?
 
     public init(parsing text: String) throws(ConfigValidationError) {
         guard let components = URLComponents(string: text), let scheme = components.scheme?.lowercased() else {
@@ -37,12 +39,21 @@ public struct RedisURL: Sendable, Equatable, CustomStringConvertible {
             guard let number = Int(path), number >= 0 else { throw ConfigValidationError("Redis URL database must be a number, not '\(path)'") }
             database = number
         }
+        for item in components.queryItems ?? [] {
+            switch item.name {
+            case "ca":
+                guard tls, let path = item.value, !path.isEmpty else { throw ConfigValidationError("'ca' needs rediss:// and a file path") }
+                caFile = path
+            default:
+                throw ConfigValidationError("unknown Redis URL parameter '\(item.name)'", hint: "supported: ca (rediss:// only)")
+            }
+        }
     }
 
     /// The URL with the password replaced, for logs and `/readyz`.
     public var description: String {
         let credentials = user.map { password == nil ? "\($0)@" : "\($0):***@" } ?? (password == nil ? "" : ":***@")
-        return "\(tls ? "rediss" : "redis")://\(credentials)\(host.contains(":") ? "[\(host)]" : host):\(port)/\(database)"
+        return "\(tls ? "rediss" : "redis")://\(credentials)\(host.contains(":") ? "[\(host)]" : host):\(port)/\(database)" + (caFile.map { "?ca=\($0)" } ?? "")
     }
 
     static func redact(_ text: String) -> String {
@@ -90,7 +101,12 @@ public final class RedisConnection: Sendable {
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         onPush: @escaping @Sendable (RESPValue) -> Void = { _ in }
     ) async throws -> RedisConnection {
-        let sslContext: NIOSSLContext? = url.tls ? try NIOSSLContext(configuration: .makeClientConfiguration()) : nil
+        var sslContext: NIOSSLContext?
+        if url.tls {
+            var configuration = TLSConfiguration.makeClientConfiguration()
+            if let caFile = url.caFile { configuration.trustRoots = .file(caFile) }
+            sslContext = try NIOSSLContext(configuration: configuration)
+        }
         let channel = try await ClientBootstrap(group: eventLoopGroup)
             .connectTimeout(connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)

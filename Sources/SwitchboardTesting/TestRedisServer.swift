@@ -10,6 +10,8 @@ public final class TestRedisServer: @unchecked Sendable {
     public let directory: URL
     private var process: Process?
     private let extraArguments: [String]
+    /// With TLS: the CA file clients must trust (the server listens with TLS only).
+    public private(set) var caFile: String?
 
     public var url: String { "redis://127.0.0.1:\(port)" }
 
@@ -20,12 +22,41 @@ public final class TestRedisServer: @unchecked Sendable {
         ["/usr/bin/redis-server", "/usr/local/bin/redis-server"].first { FileManager.default.isExecutableFile(atPath: $0) }
     }
 
-    public init(arguments: [String] = []) async throws {
+    public init(arguments: [String] = [], tls: Bool = false) async throws {
         port = try Self.freePort()
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("redis-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        var arguments = arguments
+        if tls {
+            try Self.makeCertificates(in: directory)
+            caFile = directory.appendingPathComponent("ca.pem").path
+            arguments += [
+                "--tls-port", String(port), "--tls-cert-file", directory.appendingPathComponent("server.pem").path,
+                "--tls-key-file", directory.appendingPathComponent("server.key").path,
+                "--tls-ca-cert-file", directory.appendingPathComponent("ca.pem").path, "--tls-auth-clients", "no",
+            ]
+        }
         extraArguments = arguments
         try await start()
+    }
+
+    /// A CA and a server certificate for `localhost` / 127.0.0.1, made with the openssl CLI.
+    static func makeCertificates(in directory: URL) throws {
+        let script = """
+            openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj '/CN=Switchboard test CA' &&
+            openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj '/CN=localhost' &&
+            printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > ext.cnf &&
+            openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile ext.cnf
+            """
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        process.arguments = ["-c", script]
+        process.currentDirectoryURL = directory
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else { throw TestRedisError("openssl could not make test certificates") }
     }
 
     /// Starts (or restarts) the server and waits until it answers.
@@ -34,7 +65,7 @@ public final class TestRedisServer: @unchecked Sendable {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = [
-            "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--port", caFile == nil ? String(port) : "0", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
             "--dir", directory.path, "--daemonize", "no", "--loglevel", "warning",
         ] + extraArguments
         process.standardOutput = FileHandle.nullDevice
@@ -43,7 +74,12 @@ public final class TestRedisServer: @unchecked Sendable {
         self.process = process
         let deadline = ContinuousClock.now + .seconds(10)
         while ContinuousClock.now < deadline {
-            if (try? await Self.ping(port: port)) == true { return }
+            if caFile != nil {
+                // TLS only: the port accepting connections is as far as a raw check goes.
+                if (try? await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: port).get().close()) != nil { return }
+            } else if (try? await Self.ping(port: port)) == true {
+                return
+            }
             try await Task.sleep(for: .milliseconds(20))
         }
         throw TestRedisError("redis-server did not start on port \(port)")

@@ -99,7 +99,7 @@ import Testing
         #expect((plain.user, plain.password, plain.port, plain.database) == (nil, "secret", 6379, 0))
     }
 
-    @Test(arguments: ["http://x", "redis://", "redis://h:0", "redis://h/x", "redis://h/-1"])
+    @Test(arguments: ["http://x", "redis://", "redis://h:0", "redis://h/x", "redis://h/-1", "redis://h?ca=/x.pem", "rediss://h?verify=no"])
     func refuses(_ text: String) {
         #expect(throws: ConfigValidationError.self) { _ = try RedisURL(parsing: text) }
     }

@@ -47,6 +47,20 @@ struct RedisSourceTests {
         resp3.close()
     }
 
+    @Test func connectsOverTLSTrustingTheGivenCA() async throws {
+        let redis = try await TestRedisServer(tls: true)
+        let ca = try #require(redis.caFile)
+        let url = try RedisURL(parsing: "rediss://localhost:\(redis.port)/1?ca=\(ca)")
+        let connection = try await RedisConnection.connect(to: url)
+        #expect(try await connection.send(["PING"]) == .simpleString("PONG"))
+        connection.close()
+        // Without the CA the server's certificate is not trusted.
+        await #expect(throws: (any Error).self) {
+            let untrusted = try await RedisConnection.connect(to: RedisURL(parsing: "rediss://localhost:\(redis.port)"))
+            _ = try await untrusted.send(["PING"])
+        }
+    }
+
     @Test(arguments: [2, 3])
     func publishesChannelsAndPatterns(protocolVersion: Int) async throws {
         let redis = try await TestRedisServer()
