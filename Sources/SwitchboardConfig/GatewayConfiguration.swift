@@ -145,6 +145,8 @@ public struct SourceConfiguration: Sendable, Decodable {
     public var retain: Bool
     /// `once`: with a cluster, only the instance holding the source's lease runs it.
     public var run: SourceRunPolicy
+    /// Whether every cluster instance receives this source's events by itself.
+    public var receivesOnEveryInstance = false
     /// Position in the file, for later diagnostics.
     var position: ConfigPosition?
 
@@ -174,6 +176,7 @@ public struct SourceConfiguration: Sendable, Decodable {
             nodeDecoder.report("unknown source plugin '\(plugin)'", hint: "\(suggestion)available: \(known.joined(separator: ", "))", key: "plugin")
             throw ReportedError()
         }
+        receivesOnEveryInstance = factory.receivesOnEveryInstance
         builder = try nodeDecoder.forPlugin(plugin).decodePlugin(factory.decode)
     }
 }

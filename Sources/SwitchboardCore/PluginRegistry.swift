@@ -2,12 +2,15 @@
 public struct SourceFactory: Sendable {
     public let typeName: String
     public let spec: PluginSpec
+    /// See ``SourcePlugin/receivesOnEveryInstance``.
+    public let receivesOnEveryInstance: Bool
     /// Decodes the plugin's config and returns the builder bound to it.
     public let decode: @Sendable (any Decoder) throws -> SourceBuilder
 
     public init<P: SourcePlugin>(_ plugin: P.Type) {
         self.typeName = P.typeName
         self.spec = P.spec
+        self.receivesOnEveryInstance = P.receivesOnEveryInstance
         self.decode = { decoder in
             let config = try P.Config(from: decoder)
             return SourceBuilder { context in try await P.build(config: config, context: context) }

@@ -69,6 +69,14 @@ public protocol SourcePlugin: SendableMetatype {
     static var spec: PluginSpec { get }
     /// Validates `config`, registers routes, and returns the runnable source.
     static func build(config: Config, context: any SourceContext) async throws -> any EventSource
+    /// Whether every instance of a cluster receives this source's events by itself (a
+    /// Redis pub/sub subscription does): then its events are not forwarded on the cluster
+    /// bus unless the source runs `once`. Default: `false`.
+    static var receivesOnEveryInstance: Bool { get }
+}
+
+extension SourcePlugin {
+    public static var receivesOnEveryInstance: Bool { false }
 }
 
 /// An HTTP route contributed by a plugin (the webhook publish API, for instance).

@@ -87,7 +87,8 @@ public struct GatewayAssembly: Sendable {
                 logger: sourceLogger,
                 kernel: kernel,
                 retain: source.retain,
-                forward: forward,
+                // Events every instance receives by itself are not forwarded (twice).
+                forward: source.receivesOnEveryInstance && source.run == .everywhere ? nil : forward,
                 routes: routes,
                 supervisor: supervisor,
                 statsProvider: statsProvider

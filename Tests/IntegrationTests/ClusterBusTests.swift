@@ -22,6 +22,11 @@ struct ClusterBusTests {
             type: tick
             data: {n: 1}
             run: once
+          - name: jobs
+            plugin: redis
+            url: \(redis.url)
+            channels: [jobs]
+            topic: news
         endpoints:
           - path: /news
             subscribe: [news]
@@ -50,7 +55,10 @@ struct ClusterBusTests {
         let first = try await TestGateway.start(Self.yaml(redis))
         let second = try await TestGateway.start(Self.yaml(redis))
         for gateway in [first, second] {
-            try await Self.waitUntil { try await Self.sourceStates(gateway)["cluster-bus"] == "connected" }
+            try await Self.waitUntil {
+                let states = try await Self.sourceStates(gateway)
+                return states["cluster-bus"] == "connected" && states["jobs"] == "connected"
+            }
         }
         let onFirst = try await TestWebSocketClient.connect(port: first.port, path: "/news")
         let onSecond = try await TestWebSocketClient.connect(port: second.port, path: "/news")
@@ -62,11 +70,13 @@ struct ClusterBusTests {
                 #expect(try await gateway.post("/api/publish", body: body).status == 202)
             }
         }
+        // And one through Redis pub/sub, which both instances receive by themselves.
+        _ = try await redis.run("PUBLISH", "jobs", #"{"origin":"redis","n":0}"#)
         for client in [onFirst, onSecond] {
             var seen: [JSONValue] = []
             while let text = try? await client.receiveText(timeout: .milliseconds(500)) { seen.append(text.json["data"] ?? .null) }
-            #expect(seen.count == 40, "every event once: \(seen.count)")
-            #expect(Set(seen.map { "\($0)" }).count == 40, "no duplicates")
+            #expect(seen.count == 41, "every event once: \(seen.count)")
+            #expect(Set(seen.map { "\($0)" }).count == 41, "no duplicates")
         }
 
         // The `run: once` timer runs on exactly one instance …
@@ -89,6 +99,7 @@ struct ClusterBusTests {
         #expect(try await Self.sourceStates(staying)["poller"] == "connected")
         let stats = try await staying.get("/stats").body
         #expect(stats["cluster"]?["received"]?.intValue ?? 0 >= 20)
+        #expect(stats["cluster"]?["sent"]?.intValue ?? 0 >= 20)
 
         await onFirst.disconnect()
         await onSecond.disconnect()

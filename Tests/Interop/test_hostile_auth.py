@@ -252,7 +252,9 @@ def jwt_cases():
         ("HS256 signed with the RSA public key (no kid)", "/mixed", 401, "algorithm does not match the key",
          {"headers": bearer(hs256_with_public_key(claims(iss=ISS_RSA), kid=None))}),
         ("tampered payload", "/mixed", 401, "invalid signature", {"headers": bearer(tampered(token(valid_a)))}),
-        ("truncated token", "/mixed", 401, "invalid signature", {"headers": bearer(token(valid_a)[:-12])}),
+        ("truncated token", "/mixed", 401, "invalid signature", {"headers": bearer(token(valid_a)[:-11])}),
+        ("non-canonical base64url signature (same bytes, spare bits set)", "/mixed", 401, "malformed token",
+         {"headers": bearer(non_canonical(token(valid_a)))}),
         ("two segments", "/mixed", 401, "malformed token", {"headers": bearer(".".join(token(valid_a).split(".")[:2]))}),
         ("not base64url", "/mixed", 401, "malformed token", {"headers": bearer("@@@.###.$$$")}),
         ("oversized token", "/mixed", 401, "token too large", {"headers": bearer(token(claims(pad="x" * 12000)))}),
@@ -294,6 +296,19 @@ def hs256_with_public_key(body, kid):
     value = signing_input + "." + b64(signature)
     USED_SECRETS.append(value)
     return value
+
+
+def non_canonical(value):
+    """Sets the unused low bits of the signature's last character: standard base64
+    decoders accept it as the same bytes; a strict one must not."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    last = alphabet.index(value[-1])
+    changed = value[:-1] + alphabet[last | 0b01]
+    assert changed != value or alphabet[last | 0b10] != value[-1]
+    if changed == value:
+        changed = value[:-1] + alphabet[last | 0b10]
+    USED_SECRETS.append(changed)
+    return changed
 
 
 def tampered(value):

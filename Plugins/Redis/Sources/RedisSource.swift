@@ -107,6 +107,10 @@ public struct RedisSource: SourcePlugin {
         }
     }
 
+    /// Every instance subscribes and receives each message itself: no forwarding on the
+    /// cluster bus (that would deliver it twice), unless the source runs `once`.
+    public static var receivesOnEveryInstance: Bool { true }
+
     public static func build(config: Config, context: any SourceContext) async throws -> any EventSource {
         RedisPubSubRunner(config: config, context: context)
     }
