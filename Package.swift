@@ -142,6 +142,19 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        .executableTarget(
+            name: "LoadGen",
+            dependencies: [
+                "SwitchboardKernel",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "Benchmarks/LoadGen",
+            // A single-threaded tool whose state lives on one event loop: Swift 5 mode keeps
+            // its top-level code simple.
+            swiftSettings: [.swiftLanguageMode(.v5)]
+        ),
+
         // MARK: plugins (one library target each; `path:` because top-level Plugins/ is SwiftPM's default for package plugins)
         .target(
             name: "JSONPlugin",

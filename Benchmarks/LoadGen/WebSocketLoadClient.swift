@@ -1,0 +1,191 @@
+import NIOCore
+import NIOPosix
+import SwitchboardKernel
+
+/// What every load client shares: counters and the latency histogram. Touched only on
+/// the load generator's single event loop, so no locks.
+final class LoadStats: @unchecked Sendable {
+    var connected = 0
+    var failed = 0
+    var closed = 0
+    var deliveries = 0
+    var bytes = 0
+    /// Microsecond buckets of 10 µs up to 200 ms; beyond goes to the last bucket.
+    var histogram = [Int](repeating: 0, count: 20_000)
+    var maxLatencyMicros = 0
+    var lastDeliveryNanos: UInt64 = 0
+    var firstConnectNanos: UInt64 = 0
+    var lastConnectNanos: UInt64 = 0
+
+    func record(latencyNanos: UInt64) {
+        let micros = Int(latencyNanos / 1000)
+        histogram[min(micros / 10, histogram.count - 1)] += 1
+        if micros > maxLatencyMicros { maxLatencyMicros = micros }
+    }
+}
+
+/// One WebSocket client: handshake, then counts messages whose payload carries a
+/// `~T<nanos>|` marker (publish time on the load generator's monotonic clock).
+final class WebSocketLoadClient: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+
+    let stats: LoadStats
+    let request: String
+    let onOpen: (WebSocketLoadClient) -> Void
+    let topic: Int
+    var received = 0
+    private var buffer = ByteBuffer()
+    private var open = false
+    private var inflater: Inflater?
+    private var inflaterResets = true
+    private var fragments: ByteBuffer?
+    private var fragmentCompressed = false
+    var channel: (any Channel)?
+
+    init(stats: LoadStats, request: String, topic: Int, onOpen: @escaping (WebSocketLoadClient) -> Void) {
+        self.stats = stats
+        self.request = request
+        self.topic = topic
+        self.onOpen = onOpen
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        channel = context.channel
+        context.writeAndFlush(NIOAny(ByteBuffer(string: request)), promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if open { stats.closed += 1 } else { stats.failed += 1 }
+        open = false
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var incoming = unwrapInboundIn(data)
+        buffer.writeBuffer(&incoming)
+        if !open {
+            guard let view = buffer.readableBytesView.firstRange(of: Array("\r\n\r\n".utf8)) else { return }
+            let headEnd = view.upperBound
+            let head = String(decoding: buffer.readableBytesView[buffer.readerIndex..<headEnd], as: UTF8.self)
+            buffer.moveReaderIndex(to: headEnd)
+            guard head.hasPrefix("HTTP/1.1 101") else {
+                context.close(promise: nil)
+                return
+            }
+            let lowered = head.lowercased()
+            if lowered.contains("permessage-deflate") {
+                inflater = Inflater(windowBits: 15)
+                inflaterResets = lowered.contains("server_no_context_takeover")
+            }
+            open = true
+            stats.connected += 1
+            let now = NIODeadline.now().uptimeNanoseconds
+            if stats.firstConnectNanos == 0 { stats.firstConnectNanos = now }
+            stats.lastConnectNanos = now
+            onOpen(self)
+        }
+        parseFrames(context: context)
+        buffer.discardReadBytes()
+    }
+
+    private func parseFrames(context: ChannelHandlerContext) {
+        while true {
+            let start = buffer.readerIndex
+            guard let first = buffer.getInteger(at: start, as: UInt8.self),
+                let second = buffer.getInteger(at: start + 1, as: UInt8.self)
+            else { return }
+            var length = Int(second & 0x7f)
+            var offset = 2
+            if length == 126 {
+                guard let extended = buffer.getInteger(at: start + 2, as: UInt16.self) else { return }
+                length = Int(extended)
+                offset = 4
+            } else if length == 127 {
+                guard let extended = buffer.getInteger(at: start + 2, as: UInt64.self) else { return }
+                length = Int(min(extended, UInt64(Int32.max)))
+                offset = 10
+            }
+            guard buffer.readableBytes >= offset + length, let payload = buffer.getSlice(at: start + offset, length: length) else { return }
+            buffer.moveReaderIndex(forwardBy: offset + length)
+            let opcode = first & 0x0f
+            let fin = first & 0x80 != 0
+            let compressed = first & 0x40 != 0
+            switch opcode {
+            case 0x1, 0x2:
+                if fin { message(payload, compressed: compressed) } else {
+                    fragments = payload
+                    fragmentCompressed = compressed
+                }
+            case 0x0:
+                guard var assembled = fragments else { continue }
+                var more = payload
+                assembled.writeBuffer(&more)
+                if fin {
+                    fragments = nil
+                    message(assembled, compressed: fragmentCompressed)
+                } else {
+                    fragments = assembled
+                }
+            case 0x9:
+                // Answer pings (masked, as a client must).
+                context.writeAndFlush(NIOAny(Self.maskedFrame(opcode: 0xA, payload: payload)), promise: nil)
+            default:
+                break
+            }
+        }
+    }
+
+    private func message(_ payload: ByteBuffer, compressed: Bool) {
+        var data = payload
+        if compressed, let inflater {
+            guard let inflated = try? inflater.inflate(payload, limit: 1 << 24, resetAfter: inflaterResets) else { return }
+            data = inflated
+        }
+        stats.deliveries += 1
+        stats.bytes += data.readableBytes
+        stats.lastDeliveryNanos = NIODeadline.now().uptimeNanoseconds
+        guard let sent = Self.marker(in: data) else { return }
+        received += 1
+        let now = NIODeadline.now().uptimeNanoseconds
+        stats.record(latencyNanos: now > sent ? now - sent : 0)
+    }
+
+    /// The nanoseconds after `~T` in `~T<digits>|`.
+    static func marker(in data: ByteBuffer) -> UInt64? {
+        let view = data.readableBytesView
+        guard let range = view.firstRange(of: [UInt8(ascii: "~"), UInt8(ascii: "T")]) else { return nil }
+        var value: UInt64 = 0
+        var index = range.upperBound
+        var digits = 0
+        while index < view.endIndex, view[index] >= 48, view[index] <= 57, digits < 20 {
+            value = value &* 10 &+ UInt64(view[index] - 48)
+            index = view.index(after: index)
+            digits += 1
+        }
+        return digits > 0 ? value : nil
+    }
+
+    static func maskedFrame(opcode: UInt8, payload: ByteBuffer) -> ByteBuffer {
+        var frame = ByteBuffer()
+        frame.writeInteger(0x80 | opcode)
+        let count = payload.readableBytes
+        if count < 126 {
+            frame.writeInteger(UInt8(0x80 | count))
+        } else {
+            frame.writeInteger(UInt8(0x80 | 126))
+            frame.writeInteger(UInt16(count))
+        }
+        let mask: [UInt8] = [0x12, 0x34, 0x56, 0x78]
+        frame.writeBytes(mask)
+        for (index, byte) in payload.readableBytesView.enumerated() { frame.writeInteger(byte ^ mask[index & 3]) }
+        return frame
+    }
+
+    /// Sends a text message (masked).
+    func send(_ text: String) {
+        channel?.writeAndFlush(NIOAny(Self.maskedFrame(opcode: 0x1, payload: ByteBuffer(string: text))), promise: nil)
+    }
+}
