@@ -2,7 +2,7 @@
 """Runs the load scenarios against Switchboard and Nchan side by side, in the same run,
 and appends one JSON line per (scenario, server) to a results file.
 
-    swift build -c release --product switchboard --product LoadGen
+    swift build -c release
     python3 Benchmarks/bench.py                      # every scenario, both servers
     python3 Benchmarks/bench.py a d --servers switchboard,nchan --repeat 3
     python3 Benchmarks/bench.py a --scale 0.1        # a tenth of the connections and events
@@ -201,7 +201,7 @@ def main():
     options = parser.parse_args()
     for binary in (".build/release/switchboard", ".build/release/LoadGen"):
         if not (ROOT / binary).exists():
-            sys.exit("missing %s: swift build -c release --product switchboard --product LoadGen" % binary)
+            sys.exit("missing %s: swift build -c release" % binary)
     classes = {"switchboard": Switchboard, "nchan": Nchan}
     servers = [classes[name] for name in options.servers.split(",")]
     if Nchan in servers and not shutil.which("nginx"):

@@ -55,7 +55,10 @@ def main(path):
             fmt = lambda v: "–" if v is None else ("%.0f" % v if abs(v) >= 100 else "%.2f" % v)
             print("| %s | %s | %s | %s |" % (title, fmt(sb), fmt(nc), ratio))
         rounds = max(len(runs.get((scenario, s), [])) for s in ("switchboard", "nchan"))
-        print("\n(median of %d round%s)\n" % (rounds, "" if rounds == 1 else "s"))
+        sample = next(iter(runs.get((scenario, "switchboard")) or runs.get((scenario, "nchan"))))
+        scale = sample.get("scale", 1)
+        note = "" if scale == 1 else "; run at --scale %g: %d connections, %d events" % (scale, sample["connections"], sample["published"])
+        print("\n(median of %d round%s%s)\n" % (rounds, "" if rounds == 1 else "s", note))
 
 
 if __name__ == "__main__":

@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import NIOPosix
 import SwitchboardKernel
@@ -10,8 +11,8 @@ final class LoadStats: @unchecked Sendable {
     var closed = 0
     var deliveries = 0
     var bytes = 0
-    /// Microsecond buckets of 10 µs up to 200 ms; beyond goes to the last bucket.
-    var histogram = [Int](repeating: 0, count: 20_000)
+    /// 10 µs buckets below 20 ms, then 1 ms buckets up to 60 s.
+    var histogram = [Int](repeating: 0, count: 2_000 + 60_000)
     var maxLatencyMicros = 0
     var lastDeliveryNanos: UInt64 = 0
     var firstConnectNanos: UInt64 = 0
@@ -19,7 +20,8 @@ final class LoadStats: @unchecked Sendable {
 
     func record(latencyNanos: UInt64) {
         let micros = Int(latencyNanos / 1000)
-        histogram[min(micros / 10, histogram.count - 1)] += 1
+        let bucket = micros < 20_000 ? micros / 10 : 2_000 + (micros - 20_000) / 1_000
+        histogram[min(bucket, histogram.count - 1)] += 1
         if micros > maxLatencyMicros { maxLatencyMicros = micros }
     }
 }
@@ -65,7 +67,11 @@ final class WebSocketLoadClient: ChannelInboundHandler, @unchecked Sendable {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var incoming = unwrapInboundIn(data)
-        buffer.writeBuffer(&incoming)
+        if buffer.readableBytes == 0 {
+            buffer = incoming  // nothing left over: parse the read buffer itself, no copy
+        } else {
+            buffer.writeBuffer(&incoming)
+        }
         if !open {
             guard let view = buffer.readableBytesView.firstRange(of: Array("\r\n\r\n".utf8)) else { return }
             let headEnd = view.upperBound
@@ -153,19 +159,29 @@ final class WebSocketLoadClient: ChannelInboundHandler, @unchecked Sendable {
         stats.record(latencyNanos: now > sent ? now - sent : 0)
     }
 
-    /// The nanoseconds after `~T` in `~T<digits>|`.
+    /// The nanoseconds after `~T` in `~T<digits>|` (memchr for `~`, so the scan costs
+    /// little even when the marker sits at the end of an envelope).
     static func marker(in data: ByteBuffer) -> UInt64? {
-        let view = data.readableBytesView
-        guard let range = view.firstRange(of: [UInt8(ascii: "~"), UInt8(ascii: "T")]) else { return nil }
-        var value: UInt64 = 0
-        var index = range.upperBound
-        var digits = 0
-        while index < view.endIndex, view[index] >= 48, view[index] <= 57, digits < 20 {
-            value = value &* 10 &+ UInt64(view[index] - 48)
-            index = view.index(after: index)
-            digits += 1
+        data.withUnsafeReadableBytes { bytes -> UInt64? in
+            guard let base = bytes.baseAddress else { return nil }
+            var offset = 0
+            while offset < bytes.count {
+                guard let found = memchr(base + offset, Int32(UInt8(ascii: "~")), bytes.count - offset) else { return nil }
+                let index = base.distance(to: UnsafeRawPointer(found))
+                offset = index + 1
+                guard index + 1 < bytes.count, bytes[index + 1] == UInt8(ascii: "T") else { continue }
+                var value: UInt64 = 0
+                var digits = 0
+                var position = index + 2
+                while position < bytes.count, bytes[position] >= 48, bytes[position] <= 57, digits < 20 {
+                    value = value &* 10 &+ UInt64(bytes[position] - 48)
+                    position += 1
+                    digits += 1
+                }
+                return digits > 0 ? value : nil
+            }
+            return nil
         }
-        return digits > 0 ? value : nil
     }
 
     static func maskedFrame(opcode: UInt8, payload: ByteBuffer) -> ByteBuffer {

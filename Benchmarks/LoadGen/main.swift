@@ -347,7 +347,10 @@ let report: [String: Any] = try loop.submit { () -> [String: Any] in
         var seen = 0
         for (bucket, count) in stats.histogram.enumerated() {
             seen += count
-            if seen >= target { return Double(bucket * 10 + 5) / 1000 }
+            if seen >= target {
+                let micros = bucket < 2_000 ? bucket * 10 + 5 : 20_000 + (bucket - 2_000) * 1_000 + 500
+                return min(Double(micros), Double(stats.maxLatencyMicros)) / 1000
+            }
         }
         return Double(stats.maxLatencyMicros) / 1000
     }
