@@ -102,6 +102,21 @@ struct RedisSourceTests {
         await #expect(throws: (any Error).self) { try await source.run() }
     }
 
+    /// A Redis that stops answering (DEBUG SLEEP blocks the whole server) is detected by
+    /// the PING watchdog within two intervals, so the supervisor can reconnect.
+    @Test func aSilentRedisIsDetected() async throws {
+        let redis = try await TestRedisServer(arguments: ["--enable-debug-command", "yes"])
+        let context = RecordingSourceContext()
+        let source = try await source(RedisSource.self, "url: \(redis.url)\nchannels: [c]\ntopic: t\nping_interval: 200ms", context: context)
+        let task = Task { try await source.run() }
+        await waitConnected(context)
+        let started = ContinuousClock.now
+        let sleeper = Task { try await redis.run("DEBUG", "SLEEP", "3") }
+        await #expect(throws: RedisError.timeout) { try await task.value }
+        #expect(ContinuousClock.now - started < .seconds(2))
+        _ = try? await sleeper.value
+    }
+
     @Test func streamDeliversWhatWasWrittenWhileStoppedInOrderOnce() async throws {
         let redis = try await TestRedisServer()
         let yaml = """
