@@ -42,7 +42,8 @@ public final class Kernel: Sendable {
     public func publish(_ event: Event, retain: Bool = false) {
         counters.eventsIn.add(1, ordering: .relaxed)
         var prepared: PreparedEvent?
-        for shard in shards where retain || shard.subscriptionCount.load(ordering: .relaxed) > 0 {
+        for shard in shards
+        where retain || shard.subscriptionCount.load(ordering: .relaxed) > 0 || shard.arrivingSubscribers.load(ordering: .relaxed) > 0 {
             let event = prepared ?? PreparedEvent(event: event, table: variants, counters: counters)
             prepared = event
             shard.eventLoop.execute { shard.deliver(event, retain: retain) }

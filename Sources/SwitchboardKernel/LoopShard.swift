@@ -2,6 +2,20 @@ import NIOCore
 import Synchronization
 import SwitchboardCore
 
+/// A connection on its way to a shard; released exactly once.
+public final class ArrivalReservation: Sendable {
+    private let shard: LoopShard
+    private let released = Atomic<Bool>(false)
+
+    init(shard: LoopShard) { self.shard = shard }
+
+    public func release() {
+        if !released.exchange(true, ordering: .relaxed) {
+            shard.arrivingSubscribers.add(-1, ordering: .relaxed)
+        }
+    }
+}
+
 /// The kernel's state for one event loop: the topic router of the connections living on
 /// that loop, and the fan-out into them.
 ///
@@ -22,6 +36,17 @@ public final class LoopShard: @unchecked Sendable {
     private let counters: KernelCounters
     /// Subscriptions on this loop; read from other threads to skip idle loops.
     let subscriptionCount = Atomic<Int>(0)
+    /// Connections admitted on this loop whose handler is not installed yet: the 101 may
+    /// reach the client before the handler subscribes, and an event published in that
+    /// window must not skip this loop.
+    let arrivingSubscribers = Atomic<Int>(0)
+
+    /// Marks a connection as arriving; call ``ArrivalReservation/release()`` once it has
+    /// subscribed (or is gone).
+    public func expectSubscriber() -> ArrivalReservation {
+        arrivingSubscribers.add(1, ordering: .relaxed)
+        return ArrivalReservation(shard: self)
+    }
 
     init(eventLoop: any EventLoop, counters: KernelCounters) {
         self.eventLoop = eventLoop

@@ -45,6 +45,8 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
         let principal: Principal?
         let compression: CompressionSetup?
         var guards: [any ConnectionGuard] = []
+        /// Keeps the loop's shard from being skipped until the handler has subscribed.
+        var arrival: ArrivalReservation?
     }
 
     /// The negotiated permessage-deflate parameters and the variant deliveries use.
@@ -109,6 +111,7 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
                             logger: handlerLogger
                         )
                         try channel.pipeline.syncOperations.addHandler(handler)
+                        admitted.arrival?.release()  // subscribed in handlerAdded
                         return UpgradeResult.websocket(channel)
                     }
                 }
@@ -170,7 +173,10 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
         let compression = negotiateCompression(head: head, pipeline: pipeline, encoder: negotiated.0, kernel: kernel, channel: channel)
         if let compression { headers.add(name: "Sec-WebSocket-Extensions", value: compression.agreement.responseHeader) }
         if pipeline.filters.isEmpty {
-            admission.value = Admission(runtime: runtime, choice: negotiated.0, principal: nil, compression: compression)
+            admission.value = Admission(
+                runtime: runtime, choice: negotiated.0, principal: nil, compression: compression,
+                arrival: Self.reserveArrival(kernel: kernel, channel: channel)
+            )
             return channel.eventLoop.makeSucceededFuture(headers)
         }
         let request = UpgradeRequest(
@@ -210,7 +216,10 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
                 if !guards.isEmpty {
                     channel.closeFuture.whenComplete { _ in for guardian in guards { guardian.connectionClosed() } }
                 }
-                admission.value = Admission(runtime: runtime, choice: negotiated.0, principal: principal, compression: compression, guards: guards)
+                admission.value = Admission(
+                    runtime: runtime, choice: negotiated.0, principal: principal, compression: compression, guards: guards,
+                    arrival: Self.reserveArrival(kernel: kernel, channel: channel)
+                )
                 return responseHeaders
             case .refuse(let refused):
                 runtime.rejected.add(1, ordering: .relaxed)
@@ -218,6 +227,14 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
                 return nil
             }
         }
+    }
+
+    /// Reserves the connection's arrival on its loop's shard, released by the handler once
+    /// subscribed, or when the socket closes first.
+    private static func reserveArrival(kernel: Kernel, channel: any Channel) -> ArrivalReservation? {
+        guard let reservation = kernel.shard(for: channel.eventLoop)?.expectSubscriber() else { return nil }
+        channel.closeFuture.whenComplete { _ in reservation.release() }
+        return reservation
     }
 
     /// Negotiates permessage-deflate; a dedicated agreement that does not fit the node-wide
