@@ -63,9 +63,13 @@ public final class FilterDenials: Sendable {
         return mode == .observe ? .admit(principal) : decision
     }
 
+    /// Counts per reason, in first-seen order.
+    public var counts: [(reason: String, denied: Int, observed: Int)] {
+        state.withLock { $0.counts }
+    }
+
     /// `{"filter","denied":{reason: n},"observed":{reason: n}}` for `/stats`.
     public func snapshot() -> JSONValue {
-        let counts = state.withLock { $0.counts }
         var denied = JSONObject()
         var observed = JSONObject()
         for entry in counts {
@@ -75,8 +79,4 @@ public final class FilterDenials: Sendable {
         return ["filter": .string(filter), "denied": .object(denied), "observed": .object(observed)]
     }
 
-    /// Total enforced denials (all reasons).
-    public var totalDenied: Int {
-        state.withLock { $0.counts.reduce(0) { $0 + $1.denied } }
-    }
 }

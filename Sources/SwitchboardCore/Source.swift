@@ -168,4 +168,10 @@ extension HeaderAndQueryLookup {
     public func queryValue(_ name: String) -> String? {
         query.first { $0.name == name }?.value
     }
+
+    /// The credential of an `Authorization: Bearer <credential>` header, trimmed.
+    public var bearerToken: String? {
+        guard let authorization = header("Authorization"), authorization.lowercased().hasPrefix("bearer ") else { return nil }
+        return String(authorization.dropFirst(7)).trimmingSpaces()
+    }
 }

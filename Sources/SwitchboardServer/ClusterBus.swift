@@ -142,30 +142,13 @@ private struct BusSubscriber: EventSource {
     var reportsOwnHealth: Bool { true }
 
     func run() async throws {
-        let subscribed = NIOLockedValueBox(false)
         let bus = self.bus
-        let connection = try await RedisConnection.connect(to: bus.configuration.redis) { value in
-            guard let items = value.elements, let kind = items.first?.string else { return }
-            if kind == "message", items.count == 3, let payload = items[2].bytes {
-                bus.deliver(payload)
-            } else if kind == "subscribe" {
-                subscribed.withLockedValue { $0 = true }
-            }
+        let subscription = try await RedisSubscription.open(to: bus.configuration.redis, channels: [bus.configuration.channel]) { _, payload in
+            bus.deliver(payload)
         }
-        try await withTaskCancellationHandler {
-            connection.sendWithoutReply(["SUBSCRIBE", .string(bus.configuration.channel)])
-            let deadline = ContinuousClock.now + .seconds(5)
-            while !subscribed.withLockedValue({ $0 }) {
-                guard connection.channel.isActive, ContinuousClock.now < deadline else { throw RedisError.timeout }
-                try await Task.sleep(for: .milliseconds(10))
-            }
-            report(.connected)
-            bus.connectPublisher()
-            try? await connection.closeFuture.get()
-            throw RedisError.connectionClosed
-        } onCancel: {
-            connection.close()
-        }
+        report(.connected)
+        bus.connectPublisher()
+        try await subscription.watch(pingInterval: .seconds(5))
     }
 }
 

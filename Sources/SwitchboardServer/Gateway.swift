@@ -282,10 +282,8 @@ public final class Gateway: Sendable {
         var denials: [(String, Int)] = []
         for (path, runtime) in runtimes {
             for record in runtime.pipeline.filterDenials {
-                if case .object(let denied)? = record.snapshot()["denied"] {
-                    for (reason, count) in denied.entries {
-                        denials.append(("endpoint=\"\(label(path))\",filter=\"\(label(record.filter))\",reason=\"\(label(reason))\"", Int(count.intValue ?? 0)))
-                    }
+                for entry in record.counts where entry.denied > 0 {
+                    denials.append(("endpoint=\"\(label(path))\",filter=\"\(label(record.filter))\",reason=\"\(label(entry.reason))\"", entry.denied))
                 }
             }
         }

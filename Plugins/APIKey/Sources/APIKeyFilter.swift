@@ -185,9 +185,7 @@ struct APIKeyChecker: Filter {
 
     private func presentedKey(_ request: UpgradeRequest) -> String? {
         if let value = request.header(config.header) { return value.trimmingSpaces() }
-        if config.bearer, let authorization = request.header("Authorization"), authorization.lowercased().hasPrefix("bearer ") {
-            return String(authorization.dropFirst(7)).trimmingSpaces()
-        }
+        if config.bearer, let token = request.bearerToken { return token }
         if let name = config.query { return request.queryValue(name) }
         return nil
     }

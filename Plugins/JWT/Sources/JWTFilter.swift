@@ -214,9 +214,7 @@ struct JWTChecker: Filter {
         for source in config.tokenFrom {
             switch source {
             case .header:
-                if let authorization = request.header("Authorization"), authorization.lowercased().hasPrefix("bearer ") {
-                    return String(authorization.dropFirst(7)).trimmingSpaces()
-                }
+                if let token = request.bearerToken { return token }
             case .query:
                 if let value = request.queryValue(config.queryParameter), !value.isEmpty { return value }
             case .protocol:

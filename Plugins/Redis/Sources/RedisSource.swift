@@ -1,6 +1,5 @@
 import Foundation
 import Logging
-import NIOConcurrencyHelpers
 import NIOCore
 import SwitchboardCore
 import SwitchboardRedis
@@ -33,14 +32,15 @@ struct RedisCommonConfig: Sendable {
     }
 
     /// Turns one Redis payload into an event: JSON is parsed, anything else is kept as a
-    /// string; a string `type` field in a JSON object wins over the configured type.
+    /// string.
     func event(channel: String, payload: [UInt8], id: String? = nil) -> Event {
-        let data: JSONValue
-        if let parsed = try? JSONParser.parse(payload) {
-            data = parsed
-        } else {
-            data = .string(String(decoding: payload, as: UTF8.self))
-        }
+        let data = (try? JSONParser.parse(payload)) ?? .string(String(decoding: payload, as: UTF8.self))
+        return event(channel: channel, data: data, id: id)
+    }
+
+    /// An event with `data`; a string `type` field in a JSON object wins over the
+    /// configured type.
+    func event(channel: String, data: JSONValue, id: String? = nil) -> Event {
         var eventType = type
         if typeFromPayload, let declared = data["type"]?.stringValue, !declared.isEmpty { eventType = declared }
         return Event(topic: topic.render(channel: channel), type: eventType, data: data, id: id, shape: shape)
@@ -123,67 +123,18 @@ struct RedisPubSubRunner: EventSource {
     var reportsOwnHealth: Bool { true }
 
     func run() async throws {
-        let expected = config.channels.count + config.patterns.count
-        let confirmed = NIOLockedValueBox(0)
-        let lastHeard = NIOLockedValueBox(NIODeadline.now())
         let common = config.common
         let context = self.context
-        let connection = try await RedisConnection.connect(
+        let subscription = try await RedisSubscription.open(
             to: common.url,
+            channels: config.channels,
+            patterns: config.patterns,
             protocolVersion: common.protocolVersion,
-            connectTimeout: .nanoseconds(common.connectTimeout.nanoseconds)
-        ) { value in
-            lastHeard.withLockedValue { $0 = .now() }
-            guard let items = value.elements, let kind = items.first?.string?.lowercased() else { return }
-            switch kind {
-            case "message":
-                guard items.count == 3, let channel = items[1].string, let payload = items[2].bytes else { return }
-                context.emit(common.event(channel: channel, payload: payload))
-            case "pmessage":
-                guard items.count == 4, let channel = items[2].string, let payload = items[3].bytes else { return }
-                context.emit(common.event(channel: channel, payload: payload))
-            case "subscribe", "psubscribe":
-                confirmed.withLockedValue { $0 += 1 }
-            default:
-                break  // pong, unsubscribe confirmations
-            }
+            timeout: common.connectTimeout.duration
+        ) { channel, payload in
+            context.emit(common.event(channel: channel, payload: payload))
         }
-        try await withTaskCancellationHandler {
-            if !config.channels.isEmpty { connection.sendWithoutReply(["SUBSCRIBE"] + config.channels.map { .string($0) }) }
-            if !config.patterns.isEmpty { connection.sendWithoutReply(["PSUBSCRIBE"] + config.patterns.map { .string($0) }) }
-            let deadline = ContinuousClock.now + common.connectTimeout.duration
-            while confirmed.withLockedValue({ $0 }) < expected {
-                guard connection.channel.isActive else { throw RedisError.connectionClosed }
-                guard ContinuousClock.now < deadline else { throw RedisError.timeout }
-                try await Task.sleep(for: .milliseconds(10))
-            }
-            context.reportHealth(.connected)
-            try await watch(connection, lastHeard: lastHeard)
-        } onCancel: {
-            connection.close()
-        }
-    }
-
-    /// Pings while subscribed and returns (throwing) when the connection dies or goes silent.
-    private func watch(_ connection: RedisConnection, lastHeard: NIOLockedValueBox<NIODeadline>) async throws {
-        let interval = config.pingInterval.nanoseconds
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask {
-                try? await connection.closeFuture.get()
-                throw RedisError.connectionClosed
-            }
-            group.addTask {
-                while true {
-                    try await Task.sleep(for: .nanoseconds(interval))
-                    if NIODeadline.now() - lastHeard.withLockedValue({ $0 }) > .nanoseconds(2 * interval) {
-                        connection.close()
-                        throw RedisError.timeout
-                    }
-                    connection.sendWithoutReply(["PING"])
-                }
-            }
-            defer { group.cancelAll() }
-            try await group.next()
-        }
+        context.reportHealth(.connected)
+        try await subscription.watch(pingInterval: config.pingInterval.duration)
     }
 }

@@ -207,9 +207,6 @@ struct RedisStreamRunner: EventSource {
             }
             index += 2
         }
-        var event = config.common.event(channel: stream, payload: [], id: id)
-        event.data = .object(object)
-        if config.common.typeFromPayload, let declared = object["type"]?.stringValue, !declared.isEmpty { event.type = declared }
-        return event
+        return config.common.event(channel: stream, data: .object(object), id: id)
     }
 }

@@ -258,10 +258,7 @@ struct WebhookHandler: Sendable {
 
     private func presentedKey(_ request: HTTPRouteRequest) -> String? {
         if let value = request.header(config.keyHeader), !value.isEmpty { return value }
-        if let authorization = request.header("Authorization"), authorization.lowercased().hasPrefix("bearer ") {
-            return String(authorization.dropFirst(7)).trimmingSpaces()
-        }
-        return nil
+        return request.bearerToken
     }
 
     /// The index of the matching key. Every key is compared in full, so timing tells
