@@ -28,6 +28,7 @@ import urllib.request
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 KEY = "bench-key-0123456789abcdef"
+FLUSH_INTERVAL = None  # --flush-interval: Switchboard's flush_interval (the config's default otherwise)
 
 # name: (description, load generator arguments, switchboard path, nchan path or None)
 SCENARIOS = {
@@ -114,6 +115,8 @@ class Switchboard:
         self.port = free_port()
         self.log = open(tempfile.mktemp(suffix="-switchboard.log"), "w")
         env = dict(os.environ, BENCH_PORT=str(self.port), BENCH_KEY=KEY)
+        if FLUSH_INTERVAL:
+            env["BENCH_FLUSH_INTERVAL"] = FLUSH_INTERVAL
         self.process = subprocess.Popen(
             [str(ROOT / ".build/release/switchboard"), "run", str(ROOT / "Benchmarks/configs/switchboard.yaml"), "--log-level", "warning"],
             stdout=self.log, stderr=subprocess.STDOUT, env=env)
@@ -159,8 +162,10 @@ class Nchan:
             self.process.kill()
 
 
-def run_scenario(name, server_class, scale, settle):
+def run_scenario(name, server_class, scale, settle, rate=None):
     description, params, sb_path, nchan_path = SCENARIOS[name]
+    if rate and params.get("rate"):
+        params = dict(params, rate=rate)
     path = sb_path if server_class is Switchboard else nchan_path
     if path is None:
         return None
@@ -184,7 +189,9 @@ def run_scenario(name, server_class, scale, settle):
         if completed.returncode != 0:
             raise RuntimeError(completed.stderr)
         result = json.loads(completed.stdout.strip().splitlines()[-1])
-        result.update({"scenario": name, "server": server.name, "description": description, "scale": scale})
+        result.update({"scenario": name, "server": server.name, "description": description, "scale": scale, "rate": params.get("rate", 0)})
+        if server_class is Switchboard:
+            result["flush_interval"] = FLUSH_INTERVAL or "default"
         return result
     finally:
         server.stop()
@@ -198,7 +205,11 @@ def main():
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--settle", type=float, default=1.0)
     parser.add_argument("--out", default=str(ROOT / "Benchmarks/results/latest.jsonl"))
+    parser.add_argument("--flush-interval", help="Switchboard's flush_interval, e.g. 0s or 5ms")
+    parser.add_argument("--rate", type=int, help="events/s for the scenarios that publish at a rate (instead of 1,000)")
     options = parser.parse_args()
+    global FLUSH_INTERVAL
+    FLUSH_INTERVAL = options.flush_interval
     for binary in (".build/release/switchboard", ".build/release/LoadGen"):
         if not (ROOT / binary).exists():
             sys.exit("missing %s: swift build -c release" % binary)
@@ -213,7 +224,7 @@ def main():
         for round_number in range(options.repeat):
             for name in options.scenarios:
                 for server_class in servers:
-                    result = run_scenario(name, server_class, options.scale, options.settle)
+                    result = run_scenario(name, server_class, options.scale, options.settle, options.rate)
                     if result is None:
                         continue
                     result.update({"round": round_number, "machine": machine})

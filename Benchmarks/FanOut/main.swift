@@ -12,7 +12,8 @@ import SwitchboardCore
 import SwitchboardKernel
 import Synchronization
 
-/// A subscriber that only counts; the kernel still does all of its per-delivery work.
+/// A subscriber that gathers frames like a connection does (copied into one buffer per
+/// flush) and then drops them instead of writing to a socket.
 final class CountingSink: Subscriber, @unchecked Sendable {
     let variant: VariantID
     var lastDeliverySequence: UInt64 = 0
@@ -20,16 +21,23 @@ final class CountingSink: Subscriber, @unchecked Sendable {
     var frames = 0
     var bytes = 0
     var flushes = 0
+    private var outbox: ByteBuffer?
 
     init(variant: VariantID) { self.variant = variant }
 
     func enqueue(_ frame: ByteBuffer) -> Bool {
         frames += 1
         bytes += frame.readableBytes
+        if outbox == nil { outbox = ByteBufferAllocator().buffer(capacity: max(512, frame.readableBytes)) }
+        outbox?.writeImmutableBuffer(frame)
         return true
     }
 
-    func flush() { flushes += 1 }
+    func flush() -> Bool {
+        flushes += 1
+        outbox = nil
+        return true
+    }
 }
 
 func argument(_ name: String, default value: Int) -> Int {

@@ -12,6 +12,13 @@ public struct GatewayConfiguration: Sendable {
     public var endpoints: [EndpointConfiguration]
     /// How long shutdown waits for clients to acknowledge the 1001 close.
     public var shutdownGrace: ConfigDuration
+    /// The shortest time between two flush rounds on an event loop: frames that reach a
+    /// connection within it leave in one write. Zero writes on the next loop tick.
+    public var flushInterval: ConfigDuration
+    /// The longest `flush_interval` accepted: it is added latency under load.
+    public static let maximumFlushInterval = ConfigDuration.milliseconds(100)
+    /// The default `flush_interval`.
+    public static let defaultFlushInterval = ConfigDuration.milliseconds(2)
     /// Several instances sharing events through Redis, when set.
     public var cluster: ClusterConfiguration?
 }
@@ -52,6 +59,7 @@ extension GatewayConfiguration: Decodable {
     enum CodingKeys: String, CodingKey {
         case listener, sources, endpoints, cluster
         case shutdownGrace = "shutdown_grace"
+        case flushInterval = "flush_interval"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -70,9 +78,17 @@ extension GatewayConfiguration: Decodable {
             endpoints = []
         }
         shutdownGrace = try container.value(.shutdownGrace, default: .seconds(2))
+        flushInterval = try container.value(.flushInterval, default: Self.defaultFlushInterval)
         cluster = try container.decodeIfPresent(ClusterConfiguration.self, forKey: .cluster)
 
         guard let nodeDecoder = decoder as? NodeDecoder else { return }
+        if flushInterval.nanoseconds > Self.maximumFlushInterval.nanoseconds {
+            nodeDecoder.report(
+                "flush_interval \(flushInterval) is too long",
+                hint: "it delays every frame under load; use 0s–100ms (default 2ms)",
+                key: "flush_interval"
+            )
+        }
         if !container.contains(.endpoints) && !container.contains(.sources) {
             nodeDecoder.report("the configuration defines neither sources nor endpoints", hint: "see configs/default.yaml for a starting point")
         }

@@ -37,7 +37,10 @@ public struct GatewayAssembly: Sendable {
             return Self.profile(endpoint.compression)
         }
         let variants = VariantTable(encoders: encoders, compressionProfiles: profiles)
-        let kernel = Kernel(eventLoopGroup: eventLoopGroup, variants: variants)
+        let kernel = Kernel(
+            eventLoopGroup: eventLoopGroup, variants: variants,
+            flushInterval: .nanoseconds(configuration.flushInterval.nanoseconds)
+        )
 
         var pipelines: [EndpointPipeline] = []
         for endpoint in configuration.endpoints {

@@ -17,12 +17,16 @@ public final class Kernel: Sendable {
     private let shardsByLoop: [ObjectIdentifier: LoopShard]
 
     /// Creates a kernel with one shard per event loop of `eventLoopGroup`.
-    public init(eventLoopGroup: any EventLoopGroup, variants: VariantTable) {
+    ///
+    /// `flushInterval` is the shortest time between two flush rounds on a loop: frames
+    /// delivered within it leave together, one write per connection. Zero flushes on the
+    /// next loop tick.
+    public init(eventLoopGroup: any EventLoopGroup, variants: VariantTable, flushInterval: TimeAmount = .zero) {
         self.variants = variants
         var shards: [LoopShard] = []
         var byLoop: [ObjectIdentifier: LoopShard] = [:]
         for loop in eventLoopGroup.makeIterator() {
-            let shard = LoopShard(eventLoop: loop, counters: counters)
+            let shard = LoopShard(eventLoop: loop, counters: counters, flushInterval: flushInterval)
             shards.append(shard)
             byLoop[ObjectIdentifier(loop)] = shard
         }

@@ -15,6 +15,10 @@ public final class KernelCounters: Sendable {
     public let frameBuilds = Atomic<Int>(0)
     /// Bytes of zlib state reserved by dedicated-mode connections (node-wide budget).
     public let dedicatedCompressionMemory = Atomic<Int>(0)
+    /// Flush rounds run by the shards (each writes every connection with pending frames).
+    public let flushRounds = Atomic<Int>(0)
+    /// Writes handed to connections by flush rounds (deliveries / writes = frames per write).
+    public let connectionWrites = Atomic<Int>(0)
     /// Frames dropped by slow-consumer policies.
     public let dropped = Atomic<Int>(0)
 

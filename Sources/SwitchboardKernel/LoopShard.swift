@@ -29,6 +29,10 @@ public final class LoopShard: @unchecked Sendable {
     private var sequence: UInt64 = 0
     private var pendingFlush: [any Subscriber] = []
     private var flushScheduled = false
+    /// The shortest time between two flush rounds; zero flushes on the next loop tick.
+    private let flushInterval: Int64
+    /// When the last flush round ran (uptime nanoseconds).
+    private var lastFlush: UInt64 = 0
     /// Last retained event per topic (sources with `retain: true`), replayed on subscribe.
     private var retained: [String: PreparedEvent] = [:]
     /// Beyond this many retained topics, new topics are not retained.
@@ -48,9 +52,10 @@ public final class LoopShard: @unchecked Sendable {
         return ArrivalReservation(shard: self)
     }
 
-    init(eventLoop: any EventLoop, counters: KernelCounters) {
+    init(eventLoop: any EventLoop, counters: KernelCounters, flushInterval: TimeAmount = .zero) {
         self.eventLoop = eventLoop
         self.counters = counters
+        self.flushInterval = max(0, flushInterval.nanoseconds)
     }
 
     /// Subscribes; `false` if already subscribed to exactly this pattern.
@@ -127,21 +132,35 @@ public final class LoopShard: @unchecked Sendable {
         scheduleFlush()
     }
 
+    /// Flushes on the next loop tick, or, when the last round was less than the flush
+    /// interval ago, at the end of that interval: a quiet connection gets its frame at
+    /// once, and under load the frames of one interval leave in one write per connection.
     private func scheduleFlush() {
         guard !flushScheduled, !pendingFlush.isEmpty else { return }
         flushScheduled = true
+        if flushInterval > 0 {
+            let due = lastFlush &+ UInt64(flushInterval)
+            if NIODeadline.now().uptimeNanoseconds < due {
+                eventLoop.scheduleTask(deadline: .uptimeNanoseconds(due)) { self.flushPending() }
+                return
+            }
+        }
         // Runs after the deliveries already queued on this loop, so bursts coalesce.
         eventLoop.execute { self.flushPending() }
     }
 
     private func flushPending() {
         flushScheduled = false
+        if flushInterval > 0 { lastFlush = NIODeadline.now().uptimeNanoseconds }
+        counters.flushRounds.add(1, ordering: .relaxed)
         let batch = pendingFlush
         pendingFlush.removeAll(keepingCapacity: true)
+        var writes = 0
         for subscriber in batch {
             subscriber.isPendingFlush = false
-            subscriber.flush()
+            if subscriber.flush() { writes += 1 }
         }
+        if writes > 0 { counters.connectionWrites.add(writes, ordering: .relaxed) }
     }
 
     /// Counts frames a slow-consumer policy dropped.

@@ -19,7 +19,9 @@ public struct OutboundQueue {
     public let maxMessages: Int
     public let maxBytes: Int
     public let policy: SlowConsumerPolicy
-    private var frames = CircularBuffer<ByteBuffer>()
+    /// Starts tiny: most connections never queue (NIO's default of 16 slots would cost
+    /// ~400 bytes per idle connection); it grows when a client falls behind.
+    private var frames = CircularBuffer<ByteBuffer>(initialCapacity: 1)
     public private(set) var queuedBytes = 0
 
     public init(maxMessages: Int, maxBytes: Int, policy: SlowConsumerPolicy) {

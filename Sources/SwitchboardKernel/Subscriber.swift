@@ -12,8 +12,10 @@ public protocol Subscriber: AnyObject {
     var lastDeliverySequence: UInt64 { get set }
     /// Whether the subscriber is in the shard's list of connections to flush.
     var isPendingFlush: Bool { get set }
-    /// Queues one complete frame (no flush). Returns `false` if the frame was dropped.
+    /// Takes one complete frame (no flush): gathers it for the next ``flush()``, or holds it
+    /// in the send queue while the socket is full. Returns `false` if the frame was dropped.
     func enqueue(_ frame: ByteBuffer) -> Bool
-    /// Flushes what ``enqueue(_:)`` queued.
-    func flush()
+    /// Writes and flushes what ``enqueue(_:)`` gathered; `true` if anything was written.
+    @discardableResult
+    func flush() -> Bool
 }

@@ -151,7 +151,18 @@ public final class Gateway: Sendable {
         )
         serviceGroup.withLock { $0 = group }
         try await group.run()
+        await waitForWebSocketClients()
         logger.info("switchboard stopped")
+    }
+
+    /// WebSocket connections are not tasks of the HTTP server, so its end does not wait for
+    /// them: wait here until the quiesced clients have answered the 1001 close (or the close
+    /// timeout has closed them), at most `shutdown_grace` plus a second.
+    private func waitForWebSocketClients() async {
+        let limit = ContinuousClock.now + configuration.shutdownGrace.duration + .seconds(1)
+        while endpoints.values.contains(where: { $0.connections.load(ordering: .relaxed) > 0 }), ContinuousClock.now < limit {
+            try? await Task.sleep(for: .milliseconds(10))
+        }
     }
 
     /// Starts a graceful shutdown of a running gateway.
@@ -291,6 +302,8 @@ public final class Gateway: Sendable {
         metric("events_in_total", "counter", "Events published into the kernel.", [("", counters.eventsIn.load(ordering: .relaxed))])
         metric("deliveries_total", "counter", "Event frames queued to connections.", [("", counters.deliveries.load(ordering: .relaxed))])
         metric("dropped_total", "counter", "Frames dropped by slow-consumer policies.", [("", counters.dropped.load(ordering: .relaxed))])
+        metric("flush_rounds_total", "counter", "Flush rounds run by the event loops.", [("", counters.flushRounds.load(ordering: .relaxed))])
+        metric("connection_writes_total", "counter", "Socket writes of gathered frames (deliveries / writes = frames per write).", [("", counters.connectionWrites.load(ordering: .relaxed))])
         metric("encodes_total", "counter", "Encoder calls on the broadcast path.", [("", counters.encodes.load(ordering: .relaxed))])
         metric("compressions_total", "counter", "Shared permessage-deflate compressions.", [("", counters.compressions.load(ordering: .relaxed))])
         let statuses = assembly.supervisor.statuses()
@@ -345,6 +358,8 @@ public final class Gateway: Sendable {
             "frame_builds": .int(Int64(counters.frameBuilds.load(ordering: .relaxed))),
             "dedicated_compression_memory_bytes": .int(Int64(counters.dedicatedCompressionMemory.load(ordering: .relaxed))),
             "dropped": .int(Int64(counters.dropped.load(ordering: .relaxed))),
+            "flush_rounds": .int(Int64(counters.flushRounds.load(ordering: .relaxed))),
+            "connection_writes": .int(Int64(counters.connectionWrites.load(ordering: .relaxed))),
             "sources": .array(assembly.supervisor.statuses().map(Self.sourceJSON)),
             "cluster": bus?.stats ?? .null,
         ]

@@ -57,6 +57,10 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
         let variant: VariantID
     }
 
+    /// Receive buffers for client sockets: 512 bytes at first (an upgrade request from a
+    /// browser may take two reads), growing to 64 KiB under inbound load.
+    static let receiveAllocator = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 65536)
+
     let responder: HTTPChannelHandler.Responder
     let endpoints: [String: EndpointRuntime]
     let kernel: Kernel
@@ -75,6 +79,10 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
         channel.eventLoop.makeCompletedFuture {
             // Real-time traffic: never hold small frames back for Nagle's algorithm.
             try channel.syncOptions?.setOption(.socketOption(.tcp_nodelay), value: 1)
+            // Each channel keeps its receive buffer for reuse; NIO's default starts at 2 KiB,
+            // which an idle WebSocket connection would hold forever. Start small and grow
+            // with the traffic.
+            try channel.syncOptions?.setOption(.recvAllocator, value: Self.receiveAllocator)
             let admission = NIOLoopBoundBox<Admission?>(nil, eventLoop: channel.eventLoop)
             let refusal = NIOLoopBoundBox<UpgradeRefusal?>(nil, eventLoop: channel.eventLoop)
             let endpoints = self.endpoints
@@ -92,11 +100,6 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
                         guard let admitted = admission.value, let shard = kernel.shard(for: channel.eventLoop) else {
                             throw ChannelError.inappropriateOperationForState
                         }
-                        var handlerLogger = connectionLogger
-                        handlerLogger[metadataKey: "endpoint"] = .string(admitted.runtime.pipeline.path)
-                        if let remote = channel.remoteAddress?.ipAddress {
-                            handlerLogger[metadataKey: "remote"] = .string(remote)
-                        }
                         let compression = admitted.compression.map {
                             ConnectionCompression(agreement: $0.agreement, settings: $0.settings, minSize: $0.minSize)
                         }
@@ -108,7 +111,8 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
                             guards: admitted.guards,
                             principal: admitted.principal,
                             shard: shard,
-                            logger: handlerLogger
+                            logger: connectionLogger,
+                            remoteAddress: channel.remoteAddress?.ipAddress
                         )
                         try channel.pipeline.syncOperations.addHandler(handler)
                         admitted.arrival?.release()  // subscribed in handlerAdded
@@ -281,8 +285,11 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
     func handle(value: Value, logger: Logger) async {
         do {
             switch try await value.upgradeResult.get() {
-            case .websocket(let channel):
-                try? await channel.closeFuture.get()
+            case .websocket:
+                // The connection lives on as a plain NIO handler on its loop; no task waits
+                // for it (a parked task per connection would cost ~4 KiB). Shutdown reaches it
+                // through the server's quiescing helper, and `Gateway.run` waits for it.
+                return
             case .notUpgraded(let http):
                 await handleHTTP(asyncChannel: http, logger: logger)
             case .refused(let http, let refusal):

@@ -33,7 +33,10 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
     /// Who the connection belongs to; replaced by an accepted `refresh`.
     private var principal: Principal?
     private let shard: LoopShard
-    private var logger: Logger
+    /// The server's logger, without per-connection metadata: that is added only when a
+    /// line is logged (a metadata dictionary per idle connection costs ~900 bytes).
+    private let baseLogger: Logger
+    private let remoteAddress: String?
 
     let variant: VariantID
     var lastDeliverySequence: UInt64 = 0
@@ -46,6 +49,10 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
     private var state = State.open
     private var subscriptions: [TopicPattern] = []
     private var queue: OutboundQueue
+    /// Frames taken since the last flush, copied back to back so that the flush hands the
+    /// socket one buffer (one `write`) however many frames the interval gathered. Nil when
+    /// empty, so idle connections hold no buffer.
+    private var outbox: ByteBuffer?
     private var heartbeat: HeartbeatStateMachine
     private var heartbeatTask: Scheduled<Void>?
     private var closeTimer: Scheduled<Void>?
@@ -65,7 +72,8 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
         guards: [any ConnectionGuard],
         principal: Principal?,
         shard: LoopShard,
-        logger: Logger
+        logger: Logger,
+        remoteAddress: String? = nil
     ) {
         self.runtime = runtime
         self.choice = choice
@@ -74,7 +82,8 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
         self.guards = guards
         self.principal = principal
         self.shard = shard
-        self.logger = logger
+        self.baseLogger = logger
+        self.remoteAddress = remoteAddress
         let pipeline = runtime.pipeline
         self.queue = OutboundQueue(
             maxMessages: pipeline.sendQueue.maxMessages,
@@ -86,6 +95,14 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
             timeout: Self.nanoseconds(pipeline.heartbeatTimeout),
             now: Self.now()
         )
+    }
+
+    /// The logger with this connection's endpoint and remote address.
+    private var logger: Logger {
+        var logger = baseLogger
+        logger[metadataKey: "endpoint"] = .string(pipeline.path)
+        if let remoteAddress { logger[metadataKey: "remote"] = .string(remoteAddress) }
+        return logger
     }
 
     private static func nanoseconds(_ duration: Duration) -> Int64 {
@@ -136,6 +153,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
         expiryTask?.cancel()
         expiryTask = nil
         queue.removeAll()
+        outbox = nil
         fragments = nil
         let patterns = subscriptions
         subscriptions = []
@@ -428,6 +446,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
                 code = received
             }
         }
+        writeOutbox()
         state = .closeSent
         if code != 1000 && !reason.isEmpty { runtime.closedForCause.add(1, ordering: .relaxed) }
         let closeFrame = ServerFrame.close(code: code, reason: reason)
@@ -457,6 +476,8 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
         logger.debug("closing connection", metadata: ["code": "\(code)", "reason": "\(reason)"])
         fragments = nil
         queue.removeAll()
+        // Frames already gathered were accepted for this connection: they leave before the close.
+        writeOutbox()
         let frame = ServerFrame.close(code: code, reason: reason)
         if closeSocketAfterSending {
             let promise = context.eventLoop.makePromise(of: Void.self)
@@ -489,8 +510,11 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
         return ServerFrame.make(opcode: opcode, payload: payload)
     }
 
+    /// Writes one frame of this connection's own (pong, ping, echo) and flushes, after
+    /// whatever was gathered before it.
     private func writeNow(_ frame: ByteBuffer) {
         guard let output, state == .open else { return }
+        writeOutbox()
         output.writeAndFlush(wrapOutboundOut(frame), promise: nil)
     }
 
@@ -509,7 +533,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
         guard state == .open, let output else { return false }
         switch queue.offer(frame, writable: writable) {
         case .writeNow:
-            output.write(wrapOutboundOut(frame), promise: nil)
+            gather(frame, output: output)
             return true
         case .queued:
             return true
@@ -522,15 +546,52 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
         }
     }
 
-    func flush() {
-        guard state != .closed else { return }
-        output?.flush()
+    /// Frames up to this size are copied into the outbox; larger ones are written as they
+    /// are (the copy would cost more than the extra write).
+    static let gatherLimit = 4096
+    /// An outbox this large is handed to the socket without waiting for the flush.
+    static let outboxLimit = 65536
+    private static let allocator = ByteBufferAllocator()
+
+    /// Adds a frame to the outbox, or writes it directly when it is large.
+    private func gather(_ frame: ByteBuffer, output: ChannelHandlerContext) {
+        let size = frame.readableBytes
+        guard size <= Self.gatherLimit else {
+            writeOutbox()
+            output.write(wrapOutboundOut(frame), promise: nil)
+            return
+        }
+        if outbox == nil {
+            outbox = Self.allocator.buffer(capacity: max(512, size * 4))
+        }
+        outbox?.writeImmutableBuffer(frame)
+        if let gathered = outbox?.readableBytes, gathered >= Self.outboxLimit { writeOutbox() }
+    }
+
+    /// Hands the outbox to the socket (no flush).
+    private func writeOutbox() {
+        guard let gathered = outbox else { return }
+        outbox = nil
+        output?.write(wrapOutboundOut(gathered), promise: nil)
+    }
+
+    func flush() -> Bool {
+        guard state != .closed, let output else { return false }
+        guard outbox != nil else {
+            output.flush()  // replies and large frames were written directly
+            return true
+        }
+        writeOutbox()
+        output.flush()
+        return true
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         writable = context.channel.isWritable
         if writable, state == .open, let output {
-            var wrote = false
+            // Gathered frames are older than the queued ones.
+            var wrote = outbox != nil
+            writeOutbox()
             while output.channel.isWritable, let frame = queue.next() {
                 output.write(wrapOutboundOut(frame), promise: nil)
                 wrote = true

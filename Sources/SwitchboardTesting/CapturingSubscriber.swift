@@ -21,7 +21,8 @@ public final class CapturingSubscriber: Subscriber, @unchecked Sendable {
         return true
     }
 
-    public func flush() {
+    public func flush() -> Bool {
         flushes += 1
+        return true
     }
 }

@@ -177,6 +177,50 @@ import Testing
         await gateway.stop()
     }
 
+    @Test func gatheredFramesArriveWholeAndInOrderWithFewerWrites() async throws {
+        let gateway = try await TestGateway.start(
+            """
+            flush_interval: 50ms
+            sources:
+              - name: publish
+                plugin: webhook
+                keys: ["${SWITCHBOARD_PUBLISH_KEY}"]
+                max_body: 1MiB
+            endpoints:
+              - path: /ws
+                subscribe: [burst]
+                topics: [burst]
+            """
+        )
+        let clients = [
+            try await TestWebSocketClient.connect(port: gateway.port, path: "/ws"),
+            try await TestWebSocketClient.connect(port: gateway.port, path: "/ws"),
+        ]
+        // Small frames are copied into one buffer per connection; every 25th is larger than
+        // the copy limit and is written on its own, between the gathered ones.
+        let big = String(repeating: "b", count: 6000)
+        let events = (0..<200).map { i in
+            #"{"topic":"burst","type":"n","data":{"i":\#(i),"pad":"\#(i % 25 == 0 ? big : "")"}}"#
+        }
+        for chunk in stride(from: 0, to: 200, by: 50) {
+            let published = try await gateway.post("/api/publish", body: "[" + events[chunk..<chunk + 50].joined(separator: ",") + "]")
+            #expect(published.status == 202)
+        }
+        for client in clients {
+            for i in 0..<200 {
+                let message = try await client.receiveText().json
+                #expect(message["data"]?["i"]?.intValue == Int64(i))
+                #expect(message["data"]?["pad"]?.stringValue?.count == (i % 25 == 0 ? 6000 : 0))
+            }
+        }
+        let stats = try await gateway.get("/stats").body
+        let deliveries = stats["deliveries_out"]?.intValue ?? 0
+        let writes = stats["connection_writes"]?.intValue ?? 0
+        #expect(deliveries == 400)
+        #expect(writes > 0 && writes * 4 < deliveries, "frames per write: \(deliveries) / \(writes)")
+        await gateway.stop()
+    }
+
     @Test func shutdownClosesClientsWith1001() async throws {
         let gateway = try await TestGateway.start(Self.config)
         let client = try await TestWebSocketClient.connect(port: gateway.port, path: "/ws")

@@ -92,6 +92,17 @@ import switchboard
             ]
         ),
         Case(
+            name: "flush interval too long or not a duration",
+            yaml: """
+                flush_interval: 1s
+                endpoints:
+                  - path: /ws
+                """,
+            expected: [
+                "test.yaml:1:17: flush_interval: flush_interval 1s is too long (it delays every frame under load; use 0s–100ms (default 2ms))",
+            ]
+        ),
+        Case(
             name: "port out of range and not a number",
             yaml: """
                 listener:

@@ -123,6 +123,29 @@ struct CountingEncoder: EventEncoder {
         #expect(count == 2)
     }
 
+    @Test func flushIntervalGathersFramesOfTheIntervalIntoOneFlush() async throws {
+        let kernel = Kernel(eventLoopGroup: group, variants: VariantTable(encoders: [JSONEventEncoder()]), flushInterval: .milliseconds(300))
+        let shard = kernel.shards[0]
+        let subscriber = CapturingSubscriber(variant: VariantID(index: 0))
+        try await shard.eventLoop.submit { _ = shard.subscribe(TopicPattern("x")!, subscriber) }.get()
+        // The first event after a quiet period is flushed on the next tick.
+        kernel.publish(Event(topic: "x", type: "t", data: .int(0)))
+        try await settle(kernel)
+        let first = try await shard.eventLoop.submit { (subscriber.frames.count, subscriber.flushes) }.get()
+        #expect(first == (1, 1))
+        // Events published one by one within the interval wait for its end, then leave together.
+        for i in 1...5 {
+            kernel.publish(Event(topic: "x", type: "t", data: .int(Int64(i))))
+            try await settle(kernel)
+        }
+        let held = try await shard.eventLoop.submit { (subscriber.frames.count, subscriber.flushes) }.get()
+        #expect(held == (6, 1))
+        try await Task.sleep(for: .milliseconds(600))
+        let after = try await shard.eventLoop.submit { (subscriber.frames.count, subscriber.flushes) }.get()
+        #expect(after == (6, 2))
+        #expect(kernel.counters.flushRounds.load(ordering: .relaxed) == 2)
+    }
+
     @Test func flushesAreBatchedPerLoopTick() async throws {
         let kernel = Kernel(eventLoopGroup: group, variants: VariantTable(encoders: [JSONEventEncoder()]))
         let shard = kernel.shards[0]
