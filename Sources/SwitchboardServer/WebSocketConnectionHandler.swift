@@ -48,11 +48,8 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
     private var output: ChannelHandlerContext?
     private var state = State.open
     private var subscriptions: [TopicPattern] = []
-    private var queue: OutboundQueue
-    /// Frames taken since the last flush, copied back to back so that the flush hands the
-    /// socket one buffer (one `write`) however many frames the interval gathered. Nil when
-    /// empty, so idle connections hold no buffer.
-    private var outbox: ByteBuffer?
+    /// Gathered frames and the send queue.
+    private var outbound: ConnectionOutput
     private var heartbeat: HeartbeatStateMachine
     private var heartbeatTask: Scheduled<Void>?
     private var closeTimer: Scheduled<Void>?
@@ -61,8 +58,6 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
     private var refreshInFlight = false
     private var fragments: (opcode: WebSocketOpcode, data: ByteBuffer, compressed: Bool)?
     private var registered = false
-    /// The channel's writability, tracked from events so deliveries need no atomic load.
-    private var writable = true
 
     init(
         runtime: EndpointRuntime,
@@ -85,10 +80,12 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
         self.baseLogger = logger
         self.remoteAddress = remoteAddress
         let pipeline = runtime.pipeline
-        self.queue = OutboundQueue(
-            maxMessages: pipeline.sendQueue.maxMessages,
-            maxBytes: pipeline.sendQueue.maxBytes.bytes,
-            policy: pipeline.sendQueue.policy
+        self.outbound = ConnectionOutput(
+            queue: OutboundQueue(
+                maxMessages: pipeline.sendQueue.maxMessages,
+                maxBytes: pipeline.sendQueue.maxBytes.bytes,
+                policy: pipeline.sendQueue.policy
+            )
         )
         self.heartbeat = HeartbeatStateMachine(
             interval: Self.nanoseconds(pipeline.heartbeatInterval),
@@ -152,8 +149,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
         closeTimer = nil
         expiryTask?.cancel()
         expiryTask = nil
-        queue.removeAll()
-        outbox = nil
+        outbound.removeAll()
         fragments = nil
         let patterns = subscriptions
         subscriptions = []
@@ -446,7 +442,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
                 code = received
             }
         }
-        writeOutbox()
+        outbound.writeGathered(to: output)
         state = .closeSent
         if code != 1000 && !reason.isEmpty { runtime.closedForCause.add(1, ordering: .relaxed) }
         let closeFrame = ServerFrame.close(code: code, reason: reason)
@@ -475,9 +471,9 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
         if countAsCause { runtime.closedForCause.add(1, ordering: .relaxed) }
         logger.debug("closing connection", metadata: ["code": "\(code)", "reason": "\(reason)"])
         fragments = nil
-        queue.removeAll()
         // Frames already gathered were accepted for this connection: they leave before the close.
-        writeOutbox()
+        outbound.discardQueued()
+        outbound.writeGathered(to: output)
         let frame = ServerFrame.close(code: code, reason: reason)
         if closeSocketAfterSending {
             let promise = context.eventLoop.makePromise(of: Void.self)
@@ -514,7 +510,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
     /// whatever was gathered before it.
     private func writeNow(_ frame: ByteBuffer) {
         guard let output, state == .open else { return }
-        writeOutbox()
+        outbound.writeGathered(to: output)
         output.writeAndFlush(wrapOutboundOut(frame), promise: nil)
     }
 
@@ -531,11 +527,8 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
 
     private func enqueueFrame(_ frame: ByteBuffer) -> Bool {
         guard state == .open, let output else { return false }
-        switch queue.offer(frame, writable: writable) {
-        case .writeNow:
-            gather(frame, output: output)
-            return true
-        case .queued:
+        switch outbound.offer(frame, to: output) {
+        case .writeNow, .queued:
             return true
         case .queuedAfterDropping(let count):
             shard.recordDrops(count)
@@ -546,58 +539,14 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
         }
     }
 
-    /// Frames up to this size are copied into the outbox; larger ones are written as they
-    /// are (the copy would cost more than the extra write).
-    static let gatherLimit = 4096
-    /// An outbox this large is handed to the socket without waiting for the flush.
-    static let outboxLimit = 65536
-    private static let allocator = ByteBufferAllocator()
-
-    /// Adds a frame to the outbox, or writes it directly when it is large.
-    private func gather(_ frame: ByteBuffer, output: ChannelHandlerContext) {
-        let size = frame.readableBytes
-        guard size <= Self.gatherLimit else {
-            writeOutbox()
-            output.write(wrapOutboundOut(frame), promise: nil)
-            return
-        }
-        if outbox == nil {
-            outbox = Self.allocator.buffer(capacity: max(512, size * 4))
-        }
-        outbox?.writeImmutableBuffer(frame)
-        if let gathered = outbox?.readableBytes, gathered >= Self.outboxLimit { writeOutbox() }
-    }
-
-    /// Hands the outbox to the socket (no flush).
-    private func writeOutbox() {
-        guard let gathered = outbox else { return }
-        outbox = nil
-        output?.write(wrapOutboundOut(gathered), promise: nil)
-    }
-
     func flush() -> Bool {
         guard state != .closed, let output else { return false }
-        guard outbox != nil else {
-            output.flush()  // replies and large frames were written directly
-            return true
-        }
-        writeOutbox()
-        output.flush()
+        outbound.flush(output)
         return true
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        writable = context.channel.isWritable
-        if writable, state == .open, let output {
-            // Gathered frames are older than the queued ones.
-            var wrote = outbox != nil
-            writeOutbox()
-            while output.channel.isWritable, let frame = queue.next() {
-                output.write(wrapOutboundOut(frame), promise: nil)
-                wrote = true
-            }
-            if wrote { output.flush() }
-        }
+        outbound.writabilityChanged(to: context.channel.isWritable, draining: state == .open ? output : nil)
         context.fireChannelWritabilityChanged()
     }
 
