@@ -12,17 +12,21 @@ Needs Debian's nginx and libnginx-mod-nchan for the peer. Everything listens on
 127.0.0.1; the load generator spreads its connections over 127.0.0.2–127.0.0.250.
 """
 import argparse
+import collections
 import datetime
 import json
+import math
 import os
 import pathlib
 import platform
+import queue
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -129,6 +133,12 @@ class Switchboard:
     def publish(self):
         return "switchboard:http://127.0.0.1:%d/api/publish" % self.port
 
+    def frames_per_write(self):
+        """Deliveries per socket write, from /stats (how much the flush rounds gathered)."""
+        with urllib.request.urlopen("http://127.0.0.1:%d/stats" % self.port, timeout=5) as response:
+            stats = json.load(response)
+        return stats["deliveries_out"] / stats["connection_writes"] if stats.get("connection_writes") else 0
+
     def stop(self):
         self.process.send_signal(signal.SIGTERM)
         self.process.wait(timeout=30)
@@ -162,6 +172,100 @@ class Nchan:
             self.process.kill()
 
 
+PER_PROCESS = 19800  # sockets one load generator process may hold (20,000 open files)
+LOADGEN_PROCESSES = None  # --loadgen-processes: subscriber processes (enough for PER_PROCESS otherwise)
+
+
+def sample(pids):
+    """Server CPU seconds and RSS bytes, summed over its processes (Nchan: master and workers)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu, rss = 0.0, 0
+    for pid in pids:
+        fields = pathlib.Path("/proc/%d/stat" % pid).read_text().rsplit(")", 1)[1].split()
+        cpu += (int(fields[11]) + int(fields[12])) / ticks
+        for line in pathlib.Path("/proc/%d/status" % pid).read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                rss += int(line.split()[1]) * 1024
+    return cpu, rss
+
+
+class LoadProcess:
+    """One coordinated LoadGen process; its stdout lines are read on a thread so every
+    wait has a deadline."""
+
+    def __init__(self, args):
+        self.stderr = tempfile.TemporaryFile(mode="w+")
+        self.process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, text=True, bufsize=1)
+        self.lines = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.process.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def expect(self, key, timeout):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                line = self.lines.get(timeout=max(0.01, deadline - time.time()))
+            except queue.Empty:
+                break
+            if line is None:
+                self.stderr.seek(0)
+                raise RuntimeError("load generator exited: " + self.stderr.read()[-2000:])
+            message = json.loads(line)
+            if key in message:
+                return message
+        raise RuntimeError("load generator: no %r line within %d s" % (key, timeout))
+
+    def send(self, line):
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+
+def percentile(histogram, total, p, max_us):
+    """The same bucket layout as LoadStats.micros(bucket:) in Benchmarks/LoadGen."""
+    if total == 0:
+        return 0.0
+    target, seen = max(1, math.ceil(total * p)), 0
+    for bucket in sorted(histogram):
+        seen += histogram[bucket]
+        if seen >= target:
+            micros = bucket * 10 + 5 if bucket < 2000 else 20000 + (bucket - 2000) * 1000 + 500
+            return min(micros, max_us) / 1000
+    return max_us / 1000
+
+
+def merge(reports, publisher, started_nanos):
+    """One result from the subscriber processes' reports and the publisher's line."""
+    result = {key: sum(r[key] for r in reports) for key in (
+        "connections", "connected", "failed", "closed_early", "deliveries", "bytes_received", "expected", "lost",
+        "clients_with_loss", "measured_clients")}
+    result["connect_seconds"] = max(r["connect_seconds"] for r in reports)
+    result["connects_per_second"] = result["connected"] / result["connect_seconds"] if result["connect_seconds"] else 0
+    result["drain_seconds"] = max(r["drain_seconds"] for r in reports)
+    for key in ("published", "publish_connections", "offered_events_per_second", "publish_errors", "publish_seconds"):
+        result[key] = publisher.get(key, 0) if publisher else 0
+    histogram = collections.Counter()
+    for r in reports:
+        for bucket, count in r["histogram"]:
+            histogram[bucket] += count
+    total = sum(histogram.values())
+    max_us = max(r["max_latency_us"] for r in reports)
+    result["latency_ms"] = {name: percentile(histogram, total, p, max_us) for name, p in (("p50", 0.5), ("p99", 0.99), ("p999", 0.999))}
+    result["latency_ms"]["max"] = max_us / 1000
+    last = max(r["last_delivery_nanos"] for r in reports)
+    result["last_delivery_after_first_publish_ms"] = (last - started_nanos) / 1e6 if last > started_nanos else 0
+    result["loadgen_processes"] = len(reports)
+    return result
+
+
 def run_scenario(name, server_class, scale, settle, rate=None):
     description, params, sb_path, nchan_path = SCENARIOS[name]
     if rate and params.get("rate"):
@@ -169,32 +273,84 @@ def run_scenario(name, server_class, scale, settle, rate=None):
     path = sb_path if server_class is Switchboard else nchan_path
     if path is None:
         return None
+    params = dict(params)
+    for key in ("connections", "burst", "slow"):
+        if params.get(key):
+            params[key] = max(1, int(params[key] * scale))
+    if params.get("duration") and scale < 1:
+        params["duration"] = max(2, params["duration"] * scale)
     server = server_class()
+    processes = []
     try:
-        args = [str(ROOT / ".build/release/LoadGen"), "--ws", server.ws(path), "--publish", server.publish(), "--key", KEY,
-                "--server-pid", ",".join(str(p) for p in server.pids), "--label", "%s/%s" % (name, server.name),
-                "--settle", str(settle)]
-        for key, value in params.items():
-            if key in ("connections", "burst", "slow") and isinstance(value, int):
-                value = max(1, int(value * scale)) if value else 0
-            if key == "duration" and scale < 1:
-                value = max(2, value * scale)
-            if value is True:
-                args.append("--" + key)
-            else:
-                args += ["--" + key, str(value)]
+        common = [str(ROOT / ".build/release/LoadGen"), "--ws", server.ws(path), "--coordinate", "--settle", str(settle)]
+        for key in ("rate", "size", "duration", "burst", "topics", "slow", "deflate", "format"):
+            if key in params:
+                common += ["--" + key] if params[key] is True else ["--" + key, str(params[key])]
         if name == "e" and server_class is Switchboard:
-            args.append("--subscribe-messages")
-        completed = subprocess.run(args, capture_output=True, text=True, timeout=600)
-        if completed.returncode != 0:
-            raise RuntimeError(completed.stderr)
-        result = json.loads(completed.stdout.strip().splitlines()[-1])
+            common.append("--subscribe-messages")
+        # Subscribers spread over enough processes; the publisher gets a process of its own.
+        count = max(LOADGEN_PROCESSES or 1, -(-params["connections"] // PER_PROCESS))
+        baseline = sample(server.pids)
+        first = 0
+        for index in range(count):
+            share = params["connections"] // count + (1 if index < params["connections"] % count else 0)
+            processes.append(LoadProcess(common + ["--connections", str(share), "--first-index", str(first), "--label", "%s/%s/%d" % (name, server.name, index)]))
+            first += share
+        for process in processes:
+            process.expect("ready", 180)
+        publisher = None
+        if params.get("rate") or params.get("burst"):
+            publisher = LoadProcess(common + ["--connections", "0", "--publish", server.publish(), "--key", KEY, "--label", "%s/%s/publisher" % (name, server.name)])
+            publisher.expect("ready", 60)
+        before = sample(server.pids)
+        everyone = processes + ([publisher] if publisher else [])
+        for process in everyone:
+            process.send("go")
+        if publisher:
+            published = publisher.expect("published_per_topic", params.get("duration", 0) + 90)
+            counts = published["published_per_topic"]
+        else:
+            time.sleep(params.get("duration", 0))
+            published, counts = {"publish_started_nanos": 0}, [0] * params.get("topics", 1)
+        for process in everyone:
+            process.send("drain " + json.dumps(counts))
+        reports = [process.expect("deliveries", 60) for process in processes]
+        if publisher:
+            publisher.expect("deliveries", 60)
+        after = sample(server.pids)
+        result = merge(reports, published if publisher else None, published["publish_started_nanos"])
+        cpu = after[0] - before[0]
+        result.update({"server_cpu_seconds": cpu, "deliveries_per_cpu_second": result["deliveries"] / cpu if cpu > 0 else 0,
+                       "server_rss_bytes": after[1], "server_rss_baseline_bytes": baseline[1],
+                       "label": "%s/%s" % (name, server.name)})
+        if result["connected"]:
+            result["rss_per_connection_bytes"] = (after[1] - baseline[1]) // result["connected"]
         result.update({"scenario": name, "server": server.name, "description": description, "scale": scale, "rate": params.get("rate", 0)})
         if server_class is Switchboard:
             result["flush_interval"] = FLUSH_INTERVAL or "default"
+            result["frames_per_write"] = server.frames_per_write()
         return result
     finally:
+        for process in processes:
+            process.stop()
         server.stop()
+
+
+def run_floor(connections, rate):
+    """Benchmarks/Floor/loopback_floor.c at the scenario's connection count and rate: what
+    the kernel alone costs per fan-out on this machine at this moment (None without gcc)."""
+    if not shutil.which("gcc"):
+        return None
+    binary = pathlib.Path(tempfile.gettempdir()) / "switchboard-loopback-floor"
+    subprocess.run(["gcc", "-O2", "-pthread", "-o", str(binary), str(ROOT / "Benchmarks/Floor/loopback_floor.c")], check=True)
+    results = []
+    for writers in (1, 2):
+        rounds = max(10, min(200, rate or 50))
+        completed = subprocess.run([str(binary), str(min(connections, 9000)), str(writers), str(rounds)], capture_output=True, text=True, timeout=300)
+        if completed.returncode != 0:
+            raise RuntimeError(completed.stderr)
+        results.append(json.loads(completed.stdout))
+    return {"scenario": "floor", "server": "floor", "floor": results, "connections": min(connections, 9000)}
 
 
 def main():
@@ -207,9 +363,12 @@ def main():
     parser.add_argument("--out", default=str(ROOT / "Benchmarks/results/latest.jsonl"))
     parser.add_argument("--flush-interval", help="Switchboard's flush_interval, e.g. 0s or 5ms")
     parser.add_argument("--rate", type=int, help="events/s for the scenarios that publish at a rate (instead of 1,000)")
+    parser.add_argument("--floor", action="store_true", help="each round, also run Benchmarks/Floor/loopback_floor.c at (a)'s connection count")
+    parser.add_argument("--loadgen-processes", type=int, help="subscriber processes (at least enough for 19,800 sockets each; default 1)")
     options = parser.parse_args()
-    global FLUSH_INTERVAL
+    global FLUSH_INTERVAL, LOADGEN_PROCESSES
     FLUSH_INTERVAL = options.flush_interval
+    LOADGEN_PROCESSES = options.loadgen_processes
     for binary in (".build/release/switchboard", ".build/release/LoadGen"):
         if not (ROOT / binary).exists():
             sys.exit("missing %s: swift build -c release" % binary)
@@ -229,6 +388,13 @@ def main():
                         continue
                     result.update({"round": round_number, "machine": machine})
                     line = json.dumps(result, sort_keys=True)
+                    print(line, flush=True)
+                    results.write(line + "\n")
+            if options.floor:
+                floor = run_floor(max(1, int(SCENARIOS["a"][1]["connections"] * options.scale)), options.rate)
+                if floor:
+                    floor.update({"round": round_number, "machine": machine})
+                    line = json.dumps(floor, sort_keys=True)
                     print(line, flush=True)
                     results.write(line + "\n")
 

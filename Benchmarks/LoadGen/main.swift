@@ -7,6 +7,13 @@
 //           --duration 20 --publish switchboard:http://127.0.0.1:8080/api/publish \
 //           --key KEY --server-pid PID
 //   (--publish nchan:http://127.0.0.1:8081/pub for Nchan; see Benchmarks/bench.py)
+//
+// With --coordinate, several processes share one run (Benchmarks/bench.py starts them; one
+// process holds at most 19,800 sockets): each connects its share of the subscribers
+// (global indices from --first-index), prints a `ready` line, waits for `go` on stdin,
+// publishes if it was given --publish (then prints a `published` line), waits for
+// `drain <published per topic as JSON>`, drains, and prints its report with the raw
+// latency histogram for the merge.
 import Foundation
 import NIOCore
 import NIOPosix
@@ -35,6 +42,10 @@ struct Options {
     /// HTTP keep-alive connections publishing, each with one request in flight; 0 picks
     /// enough for the rate (so a busy server's response time does not cap the offered rate).
     var publishers = 0
+    /// Global index of this process's first connection (topic, slow clients and source
+    /// address follow the global index, so several processes split one scenario).
+    var firstIndex = 0
+    var coordinate = false
 
     init(_ arguments: [String]) {
         var index = 1
@@ -62,6 +73,8 @@ struct Options {
             case "--label": label = next()
             case "--settle": settle = Double(next()) ?? settle
             case "--publishers": publishers = min(64, max(0, Int(next()) ?? publishers))
+            case "--first-index": firstIndex = max(0, Int(next()) ?? 0)
+            case "--coordinate": coordinate = true
             default: FileHandle.standardError.write(Data("unknown argument \(arguments[index])\n".utf8))
             }
             index += 1
@@ -163,7 +176,7 @@ try loop.submit {
         guard next < options.connections else { return }
         let index = next
         next += 1
-        connect(index).whenComplete { result in
+        connect(options.firstIndex + index).whenComplete { result in
             if case .failure = result { stats.failed += 1 }
             startNext()
         }
@@ -180,6 +193,28 @@ while waited < 120 {
 }
 let connectSeconds = Double((NIODeadline.now() - connectStarted).nanoseconds) / 1e9
 Thread.sleep(forTimeInterval: options.settle)  // subscriptions settle
+
+// MARK: coordination (several processes, one run)
+
+/// One JSON object on its own stdout line (flushed: the coordinator waits for it).
+func emit(_ object: [String: Any]) {
+    guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else { return }
+    print(String(decoding: data, as: UTF8.self))
+    fflush(stdout)
+}
+
+/// Blocks until the coordinator sends a line starting with `command` (nil: stdin closed).
+func waitFor(_ command: String) -> String? {
+    while let line = readLine() {
+        if line.hasPrefix(command) { return String(line.dropFirst(command.count)).trimmingCharacters(in: .whitespaces) }
+    }
+    return nil
+}
+
+if options.coordinate {
+    emit(["ready": true, "connected": try loop.submit { stats.connected }.wait()])
+    guard waitFor("go") != nil else { exit(3) }
+}
 
 // MARK: publishing
 
@@ -310,10 +345,34 @@ if let target = options.publish, eventsWanted > 0, let colon = target.firstIndex
         Thread.sleep(forTimeInterval: 0.01)
         elapsed += 0.01
     }
-} else if options.rate == 0 && options.burst == 0 {
+} else if options.rate == 0 && options.burst == 0 && !options.coordinate {
     Thread.sleep(forTimeInterval: options.duration)
 }
 let publishSeconds = Double((NIODeadline.now() - publishStarted).nanoseconds) / 1e9
+let publishReport: [String: Any] = try loop.submit {
+    [
+        "published": published.reduce(0, +),
+        "publish_connections": publishers.count,
+        "offered_events_per_second": publishSeconds > 0 ? Double(published.reduce(0, +)) / publishSeconds : 0,
+        "publish_errors": publishers.reduce(0) { $0 + $1.errors },
+        "publish_seconds": publishSeconds,
+        "publish_started_nanos": publishStarted.uptimeNanoseconds,
+    ]
+}.wait()
+
+// What each topic was sent: this process's own count, or (coordinated) the publisher's.
+var publishedPerTopic = try loop.submit { published }.wait()
+if options.coordinate {
+    if options.publish != nil {
+        var line = publishReport
+        line["published_per_topic"] = publishedPerTopic
+        emit(line)
+    }
+    guard let list = waitFor("drain"), let data = list.data(using: .utf8),
+        let counts = (try? JSONSerialization.jsonObject(with: data)) as? [Int]
+    else { exit(3) }
+    publishedPerTopic = (0..<options.topics).map { $0 < counts.count ? counts[$0] : 0 }
+}
 
 // Drain: until no delivery for 1 s (at most 15 s).
 var lastCount = -1
@@ -337,9 +396,9 @@ let report: [String: Any] = try loop.submit { () -> [String: Any] in
     var lost = 0
     var clientsWithLoss = 0
     var measured = 0
-    for (index, client) in clients.enumerated() where index >= options.slow {
+    for (index, client) in clients.enumerated() where options.firstIndex + index >= options.slow {
         measured += 1
-        let want = published[client.topic]
+        let want = publishedPerTopic[client.topic]
         expected += want
         if client.received < want {
             lost += want - client.received
@@ -354,8 +413,7 @@ let report: [String: Any] = try loop.submit { () -> [String: Any] in
         for (bucket, count) in stats.histogram.enumerated() {
             seen += count
             if seen >= target {
-                let micros = bucket < 2_000 ? bucket * 10 + 5 : 20_000 + (bucket - 2_000) * 1_000 + 500
-                return min(Double(micros), Double(stats.maxLatencyMicros)) / 1000
+                return min(Double(LoadStats.micros(bucket: bucket)), Double(stats.maxLatencyMicros)) / 1000
             }
         }
         return Double(stats.maxLatencyMicros) / 1000
@@ -368,11 +426,6 @@ let report: [String: Any] = try loop.submit { () -> [String: Any] in
         "closed_early": stats.closed,
         "connect_seconds": connectSeconds,
         "connects_per_second": connectSeconds > 0 ? Double(stats.connected) / connectSeconds : 0,
-        "published": published.reduce(0, +),
-        "publish_connections": publishers.count,
-        "offered_events_per_second": publishSeconds > 0 ? Double(published.reduce(0, +)) / publishSeconds : 0,
-        "publish_errors": publishers.reduce(0) { $0 + $1.errors },
-        "publish_seconds": publishSeconds,
         "last_delivery_after_first_publish_ms": stats.lastDeliveryNanos > publishStarted.uptimeNanoseconds
             ? Double(stats.lastDeliveryNanos - publishStarted.uptimeNanoseconds) / 1e6 : 0,
         "drain_seconds": drainSeconds,
@@ -384,6 +437,13 @@ let report: [String: Any] = try loop.submit { () -> [String: Any] in
         "measured_clients": measured,
         "latency_ms": ["p50": percentile(0.5), "p99": percentile(0.99), "p999": percentile(0.999), "max": Double(stats.maxLatencyMicros) / 1000],
     ]
+    result.merge(publishReport) { mine, _ in mine }
+    if options.coordinate {
+        // For the coordinator's merge: the raw histogram ([bucket, count] pairs) and clocks.
+        result["histogram"] = stats.histogram.enumerated().filter { $0.element > 0 }.map { [$0.offset, $0.element] }
+        result["max_latency_us"] = stats.maxLatencyMicros
+        result["last_delivery_nanos"] = stats.lastDeliveryNanos
+    }
     if let before, let after {
         let cpu = after.cpuSeconds - before.cpuSeconds
         result["server_cpu_seconds"] = cpu
@@ -396,6 +456,5 @@ let report: [String: Any] = try loop.submit { () -> [String: Any] in
     }
     return result
 }.wait()
-let json = try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys])
-print(String(decoding: json, as: UTF8.self))
+emit(report)
 try? group.syncShutdownGracefully()
