@@ -288,6 +288,10 @@ def run_scenario(name, server_class, scale, settle, rate=None):
                 common += ["--" + key] if params[key] is True else ["--" + key, str(params[key])]
         if name == "e" and server_class is Switchboard:
             common.append("--subscribe-messages")
+        if params.get("deflate"):
+            # Both servers compress each event once for every subscriber (Nchan without
+            # saying server_no_context_takeover): inflate each distinct message once.
+            common.append("--independent-messages")
         # Subscribers spread over enough processes; the publisher gets a process of its own.
         count = max(LOADGEN_PROCESSES or 1, -(-params["connections"] // PER_PROCESS))
         baseline = sample(server.pids)

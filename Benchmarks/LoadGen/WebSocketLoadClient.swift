@@ -47,6 +47,10 @@ final class WebSocketLoadClient: ChannelInboundHandler, @unchecked Sendable {
     let request: String
     let onOpen: (WebSocketLoadClient) -> Void
     let topic: Int
+    /// Treat every compressed message as standing alone even when the server did not
+    /// negotiate `server_no_context_takeover` (Nchan compresses each message once for all
+    /// subscribers but does not say so). A wrong assumption shows up as loss.
+    let independentMessages: Bool
     var received = 0
     private var buffer = ByteBuffer()
     private var open = false
@@ -56,10 +60,11 @@ final class WebSocketLoadClient: ChannelInboundHandler, @unchecked Sendable {
     private var fragmentCompressed = false
     var channel: (any Channel)?
 
-    init(stats: LoadStats, request: String, topic: Int, onOpen: @escaping (WebSocketLoadClient) -> Void) {
+    init(stats: LoadStats, request: String, topic: Int, independentMessages: Bool, onOpen: @escaping (WebSocketLoadClient) -> Void) {
         self.stats = stats
         self.request = request
         self.topic = topic
+        self.independentMessages = independentMessages
         self.onOpen = onOpen
     }
 
@@ -96,7 +101,7 @@ final class WebSocketLoadClient: ChannelInboundHandler, @unchecked Sendable {
             let lowered = head.lowercased()
             if lowered.contains("permessage-deflate") {
                 inflater = Inflater(windowBits: 15)
-                inflaterResets = lowered.contains("server_no_context_takeover")
+                inflaterResets = independentMessages || lowered.contains("server_no_context_takeover")
             }
             open = true
             stats.connected += 1

@@ -34,6 +34,7 @@ struct Options {
     var serverPIDs: [Int32] = []
     var sourceAddresses = true
     var deflate = false
+    var independentMessages = false
     var format = "json"
     var subscribeMessages = false
     var label = ""
@@ -68,6 +69,7 @@ struct Options {
             case "--server-pid": serverPIDs = next().split(separator: ",").compactMap { Int32($0) }
             case "--no-source-addresses": sourceAddresses = false
             case "--deflate": deflate = true
+            case "--independent-messages": independentMessages = true
             case "--format": format = next()
             case "--subscribe-messages": subscribeMessages = true
             case "--label": label = next()
@@ -153,7 +155,7 @@ func path(for topic: Int) -> String {
 func connect(_ index: Int) -> EventLoopFuture<Void> {
     let topic = index % options.topics
     let slow = index < options.slow
-    let client = WebSocketLoadClient(stats: stats, request: upgradeRequest(path: path(for: topic)), topic: topic) { client in
+    let client = WebSocketLoadClient(stats: stats, request: upgradeRequest(path: path(for: topic)), topic: topic, independentMessages: options.independentMessages) { client in
         if slow { _ = client.channel?.setOption(.autoRead, value: false) }
         if options.subscribeMessages { client.send(#"{"type":"subscribe","data":"bench:\#(topic)"}"#) }
     }
