@@ -367,6 +367,7 @@ def main():
     parser.add_argument("--out", default=str(ROOT / "Benchmarks/results/latest.jsonl"))
     parser.add_argument("--flush-interval", help="Switchboard's flush_interval, e.g. 0s or 5ms")
     parser.add_argument("--rate", type=int, help="events/s for the scenarios that publish at a rate (instead of 1,000)")
+    parser.add_argument("--check", action="store_true", help="fail unless every run delivered every expected message (the CI smoke run)")
     parser.add_argument("--floor", action="store_true", help="each round, also run Benchmarks/Floor/loopback_floor.c at (a)'s connection count")
     parser.add_argument("--loadgen-processes", type=int, help="subscriber processes (at least enough for 19,800 sockets each; default 1)")
     options = parser.parse_args()
@@ -394,6 +395,10 @@ def main():
                     line = json.dumps(result, sort_keys=True)
                     print(line, flush=True)
                     results.write(line + "\n")
+                    if options.check and (result["lost"] or result["deliveries"] < result["expected"] or result["connected"] < result["connections"]
+                                          or (result.get("published") and not result["expected"])):
+                        sys.exit("check failed: %s/%s connected %d of %d, delivered %d of %d expected, lost %d" % (
+                            name, result["server"], result["connected"], result["connections"], result["deliveries"], result["expected"], result["lost"]))
             if options.floor:
                 floor = run_floor(max(1, int(SCENARIOS["a"][1]["connections"] * options.scale)), options.rate)
                 if floor:

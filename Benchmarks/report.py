@@ -72,7 +72,8 @@ def main(path):
         scale = sample.get("scale", 1)
         note = "" if scale == 1 else "; run at --scale %g: %d connections, %d events" % (scale, sample["connections"], sample["published"])
         if sample.get("loadgen_processes"):
-            note += "; load generator: %d subscriber process%s + 1 publisher" % (sample["loadgen_processes"], "" if sample["loadgen_processes"] == 1 else "es")
+            note += "; load generator: %d subscriber process%s%s" % (
+                sample["loadgen_processes"], "" if sample["loadgen_processes"] == 1 else "es", " + 1 publisher" if sample.get("published") else "")
         print("\n(median of %d round%s%s)\n" % (rounds, "" if rounds == 1 else "s", note))
     if floors:
         print("### The floor: plain write() to %d loopback connections, one epoll reader\n" % floors[0]["connections"])

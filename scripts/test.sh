@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: installs prerequisites, builds (release: the interop and Autobahn runs
 # need an optimized server), then runs
-#   1. the Swift unit, plugin, integration and command-line tests, and the fan-out
-#      micro-benchmark as a smoke check,
+#   1. the Swift unit, plugin, integration and command-line tests, the fan-out
+#      micro-benchmark and the load harness (Benchmarks/bench.py) as smoke checks,
 #   2. interop tests with clients nobody here wrote (Python websockets and msgpack,
 #      headless Chromium),
 #   3. the Autobahn TestSuite, without compression and with both deflate modes.
@@ -15,5 +15,9 @@ swift test -c release --skip-build
 # Kernel fan-out smoke check (no loss, one encode and one frame per event and variant).
 .build/release/FanOutBenchmark --smoke
 .build/release/FanOutBenchmark --smoke --variants 2
+# Load harness smoke check: (a) and (d) at 1/100 size against the real server, subscribers
+# split over 2 coordinated load generator processes; fails on any loss (no timing claims).
+python3 Benchmarks/bench.py a d --servers switchboard --scale 0.01 --loadgen-processes 2 --check \
+    --out "$(mktemp -t switchboard-bench-XXXXXX.jsonl)"
 python3 -m pytest -q -p no:cacheprovider Tests/Interop
 scripts/autobahn.sh .build/release/switchboard
