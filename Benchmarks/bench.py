@@ -281,6 +281,7 @@ def run_scenario(name, server_class, scale, settle, rate=None):
         params["duration"] = max(2, params["duration"] * scale)
     server = server_class()
     processes = []
+    publisher = None
     try:
         common = [str(ROOT / ".build/release/LoadGen"), "--ws", server.ws(path), "--coordinate", "--settle", str(settle)]
         for key in ("rate", "size", "duration", "burst", "topics", "slow", "deflate", "format"):
@@ -302,7 +303,6 @@ def run_scenario(name, server_class, scale, settle, rate=None):
             first += share
         for process in processes:
             process.expect("ready", 180)
-        publisher = None
         if params.get("rate") or params.get("burst"):
             publisher = LoadProcess(common + ["--connections", "0", "--publish", server.publish(), "--key", KEY, "--label", "%s/%s/publisher" % (name, server.name)])
             publisher.expect("ready", 60)
@@ -335,7 +335,7 @@ def run_scenario(name, server_class, scale, settle, rate=None):
             result["frames_per_write"] = server.frames_per_write()
         return result
     finally:
-        for process in processes:
+        for process in processes + ([publisher] if publisher else []):
             process.stop()
         server.stop()
 
