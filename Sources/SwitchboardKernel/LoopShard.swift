@@ -28,6 +28,9 @@ public final class LoopShard: @unchecked Sendable {
     private var router = TopicRouter<any Subscriber>()
     private var sequence: UInt64 = 0
     private var pendingFlush: [any Subscriber] = []
+    /// The list a flush round walks; swapped with `pendingFlush` so that neither list is
+    /// reallocated per round (frames delivered during the round go to the other one).
+    private var flushing: [any Subscriber] = []
     private var flushScheduled = false
     /// The shortest time between two flush rounds; zero flushes on the next loop tick.
     private let flushInterval: Int64
@@ -153,13 +156,13 @@ public final class LoopShard: @unchecked Sendable {
         flushScheduled = false
         if flushInterval > 0 { lastFlush = NIODeadline.now().uptimeNanoseconds }
         counters.flushRounds.add(1, ordering: .relaxed)
-        let batch = pendingFlush
-        pendingFlush.removeAll(keepingCapacity: true)
+        swap(&flushing, &pendingFlush)
         var writes = 0
-        for subscriber in batch {
+        for subscriber in flushing {
             subscriber.isPendingFlush = false
             if subscriber.flush() { writes += 1 }
         }
+        flushing.removeAll(keepingCapacity: true)
         if writes > 0 { counters.connectionWrites.add(writes, ordering: .relaxed) }
     }
 

@@ -27,11 +27,10 @@ public final class RedisSubscription: Sendable {
         let expected = channels.count + patterns.count
         let confirmed = NIOLockedValueBox(0)
         let lastHeard = NIOLockedValueBox(NIODeadline.now())
-        let (seconds, attoseconds) = timeout.components
         let connection = try await RedisConnection.connect(
             to: url,
             protocolVersion: protocolVersion,
-            connectTimeout: .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+            connectTimeout: TimeAmount(timeout)
         ) { value in
             lastHeard.withLockedValue { $0 = .now() }
             guard let items = value.elements, let kind = items.first?.string?.lowercased() else { return }
@@ -78,8 +77,7 @@ public final class RedisSubscription: Sendable {
                 throw RedisError.connectionClosed
             }
             group.addTask {
-                let (seconds, attoseconds) = pingInterval.components
-                let silence = TimeAmount.nanoseconds(2 * (seconds * 1_000_000_000 + attoseconds / 1_000_000_000))
+                let silence = TimeAmount(pingInterval * 2)
                 while true {
                     try await Task.sleep(for: pingInterval)
                     if NIODeadline.now() - lastHeard.withLockedValue({ $0 }) > silence { throw RedisError.timeout }

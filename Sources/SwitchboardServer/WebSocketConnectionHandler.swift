@@ -88,8 +88,8 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
             )
         )
         self.heartbeat = HeartbeatStateMachine(
-            interval: Self.nanoseconds(pipeline.heartbeatInterval),
-            timeout: Self.nanoseconds(pipeline.heartbeatTimeout),
+            interval: TimeAmount(pipeline.heartbeatInterval).nanoseconds,
+            timeout: TimeAmount(pipeline.heartbeatTimeout).nanoseconds,
             now: Self.now()
         )
     }
@@ -100,11 +100,6 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
         logger[metadataKey: "endpoint"] = .string(pipeline.path)
         if let remoteAddress { logger[metadataKey: "remote"] = .string(remoteAddress) }
         return logger
-    }
-
-    private static func nanoseconds(_ duration: Duration) -> Int64 {
-        let (seconds, attoseconds) = duration.components
-        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
     }
 
     private static func now() -> Int64 {
@@ -483,7 +478,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, Subscriber {
             return
         }
         output?.writeAndFlush(wrapOutboundOut(frame), promise: nil)
-        let timeout = TimeAmount.nanoseconds(Self.nanoseconds(pipeline.closeTimeout))
+        let timeout = TimeAmount(pipeline.closeTimeout)
         let channel = context.channel
         closeTimer = context.eventLoop.scheduleTask(in: timeout) {
             channel.close(promise: nil)

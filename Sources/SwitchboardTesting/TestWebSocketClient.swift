@@ -278,9 +278,7 @@ final class Inbox: @unchecked Sendable {
                 continuation.resume()
                 return
             }
-            let (seconds, attoseconds) = timeout.components
-            let nanos = max(0, seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
-            eventLoop.scheduleTask(in: .nanoseconds(nanos)) {
+            eventLoop.scheduleTask(in: max(.zero, TimeAmount(timeout))) {
                 let expired: CheckedContinuation<Void, Never>? = self.lock.withLock {
                     guard let current = self.waiter, current.id == id else { return nil }
                     self.waiter = nil
