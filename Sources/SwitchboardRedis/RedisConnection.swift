@@ -158,7 +158,14 @@ public final class RedisConnection: Sendable {
         // A Redis that does not answer in time is stuck: the connection is closed and every
         // waiting command fails with `.timeout`.
         let deadline = timeout.map { channel.eventLoop.scheduleTask(in: $0) { channel.pipeline.fireUserInboundEventTriggered(RedisTimedOut()) } }
-        channel.writeAndFlush(RedisOutbound(bytes: buffer, replies: promises), promise: nil)
+        // On a channel that has already closed (a TLS handshake that failed right after the
+        // TCP connect, say), the write never reaches the handler that fails waiting replies:
+        // fail them here. A reply that already completed ignores the second completion.
+        let written = channel.eventLoop.makePromise(of: Void.self)
+        written.futureResult.whenFailure { _ in
+            for promise in promises { promise.fail(RedisError.connectionClosed) }
+        }
+        channel.writeAndFlush(RedisOutbound(bytes: buffer, replies: promises), promise: written)
         defer { deadline?.cancel() }
         var replies: [RESPValue] = []
         for promise in promises {

@@ -61,6 +61,18 @@ struct RedisSourceTests {
         }
     }
 
+    /// A connection whose TLS handshake failed after the TCP connect is closed by the time
+    /// a command is sent; the command must fail, not wait forever (seen as a CI hang).
+    @Test(.timeLimit(.minutes(1)))
+    func aCommandOnAClosedConnectionFails() async throws {
+        let redis = try await TestRedisServer(tls: true)
+        let untrusted = try await RedisConnection.connect(to: RedisURL(parsing: "rediss://localhost:\(redis.port)"))
+        try? await untrusted.closeFuture.get()  // the server's certificate is not trusted
+        await #expect(throws: RedisError.connectionClosed) {
+            _ = try await untrusted.send(["PING"])
+        }
+    }
+
     @Test(arguments: [2, 3])
     func publishesChannelsAndPatterns(protocolVersion: Int) async throws {
         let redis = try await TestRedisServer()
