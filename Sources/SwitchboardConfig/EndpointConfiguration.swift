@@ -20,6 +20,12 @@ public struct EndpointConfiguration: Sendable, Decodable {
     public var maxMessageSize: ConfigByteSize
     /// Most subscriptions one connection may hold.
     public var maxSubscriptions: Int
+    /// Longest topic or pattern a client may subscribe to, in bytes (1–256).
+    public var maxTopicLength: Int
+    /// Client messages per second per connection, control frames (ping, pong, close)
+    /// included, with a burst of twice that; past it the connection is closed with 1008.
+    /// `0` turns the limit off.
+    public var maxMessageRate: Int
     /// Outbound queue bounds and the slow-consumer policy.
     public var sendQueue: SendQueueConfiguration
     /// `pubsub` (default) or `echo` (conformance testing: every message is sent back).
@@ -38,6 +44,8 @@ public struct EndpointConfiguration: Sendable, Decodable {
         case statsPath = "stats_path"
         case maxMessageSize = "max_message_size"
         case maxSubscriptions = "max_subscriptions"
+        case maxTopicLength = "max_topic_length"
+        case maxMessageRate = "max_message_rate"
         case sendQueue = "send_queue"
     }
 
@@ -58,6 +66,8 @@ public struct EndpointConfiguration: Sendable, Decodable {
         heartbeat = try container.value(.heartbeat, default: HeartbeatConfiguration())
         maxMessageSize = try container.value(.maxMessageSize, default: ConfigByteSize(bytes: 64 * 1024))
         maxSubscriptions = try container.value(.maxSubscriptions, default: 128)
+        maxTopicLength = try container.value(.maxTopicLength, default: 256)
+        maxMessageRate = try container.value(.maxMessageRate, default: 100)
         sendQueue = try container.value(.sendQueue, default: SendQueueConfiguration())
         mode = try container.value(.mode, default: .pubsub)
         compression = try container.value(.compression, default: .off)
@@ -94,6 +104,12 @@ public struct EndpointConfiguration: Sendable, Decodable {
         }
         if maxSubscriptions < 1 {
             node.report("max_subscriptions must be at least 1", key: "max_subscriptions")
+        }
+        if maxTopicLength < 1 || maxTopicLength > 256 {
+            node.report("max_topic_length must be between 1 and 256 bytes, got \(maxTopicLength)", key: "max_topic_length")
+        }
+        if maxMessageRate < 0 || maxMessageRate > 1_000_000 {
+            node.report("max_message_rate must be between 0 (off) and 1000000 messages per second, got \(maxMessageRate)", key: "max_message_rate")
         }
     }
 }

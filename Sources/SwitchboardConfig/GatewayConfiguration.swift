@@ -21,6 +21,10 @@ public struct GatewayConfiguration: Sendable {
     public static let defaultFlushInterval = ConfigDuration.milliseconds(2)
     /// Several instances sharing events through Redis, when set.
     public var cluster: ClusterConfiguration?
+    /// Key that unlocks the detailed views (`/stats` with every subscribed topic name), by
+    /// `X-Admin-Key: KEY` or `Authorization: Bearer KEY`. Unset: the environment variable
+    /// `SWITCHBOARD_ADMIN_KEY`; empty: no detailed views at all.
+    public var adminKey: String?
 }
 
 /// `cluster: {redis: URL}`: every event that enters any instance reaches the clients of
@@ -58,6 +62,7 @@ public enum SourceRunPolicy: String, Sendable, ConfigEnum {
 extension GatewayConfiguration: Decodable {
     enum CodingKeys: String, CodingKey {
         case listener, sources, endpoints, cluster
+        case adminKey = "admin_key"
         case shutdownGrace = "shutdown_grace"
         case flushInterval = "flush_interval"
     }
@@ -80,6 +85,7 @@ extension GatewayConfiguration: Decodable {
         shutdownGrace = try container.value(.shutdownGrace, default: .seconds(2))
         flushInterval = try container.value(.flushInterval, default: Self.defaultFlushInterval)
         cluster = try container.decodeIfPresent(ClusterConfiguration.self, forKey: .cluster)
+        adminKey = try container.decodeIfPresent(String.self, forKey: .adminKey)
 
         guard let nodeDecoder = decoder as? NodeDecoder else { return }
         if flushInterval.nanoseconds > Self.maximumFlushInterval.nanoseconds {
@@ -123,27 +129,69 @@ extension GatewayConfiguration: Decodable {
     }
 }
 
-/// Where the gateway listens. `SWITCHBOARD_HOST` / `SWITCHBOARD_PORT` and the CLI flags
-/// override it.
+/// Where the gateway listens, and the limits a client meets before any endpoint sees it.
+/// `SWITCHBOARD_HOST` / `SWITCHBOARD_PORT` and the CLI flags override host and port.
 public struct ListenerConfiguration: Sendable, Decodable {
     /// Interface to bind, e.g. `0.0.0.0`, `127.0.0.1` or `::`.
     public var host: String = "0.0.0.0"
     /// TCP port; 0 picks a free one (the log says which).
     public var port: Int = 8080
+    /// Most open client sockets (HTTP and WebSocket together); past it a new connection
+    /// gets `503` and is closed. `0` (default) = the process's open-file limit less 64
+    /// kept for sources, Redis and logs, so the gateway refuses clearly instead of failing
+    /// to accept.
+    public var maxConnections: Int = 0
+    /// Most open sockets from one IP address; past it `503`. `0` = no limit.
+    public var maxConnectionsPerIP: Int = 1000
+    /// Time from accept until the request head (or the WebSocket upgrade) is complete;
+    /// a socket that sends nothing, or sends slowly, is closed after it.
+    public var handshakeTimeout: ConfigDuration = .seconds(10)
+    /// How long a kept-alive HTTP connection may sit idle between requests.
+    public var idleTimeout: ConfigDuration = .seconds(60)
+    /// Largest request head (request line and headers); larger → `431` and close.
+    public var maxHeaderSize: ConfigByteSize = ConfigByteSize(bytes: 32 * 1024)
 
     public init() {}
 
-    enum CodingKeys: String, CodingKey { case host, port }
+    enum CodingKeys: String, CodingKey {
+        case host, port
+        case maxConnections = "max_connections"
+        case maxConnectionsPerIP = "max_connections_per_ip"
+        case handshakeTimeout = "handshake_timeout"
+        case idleTimeout = "idle_timeout"
+        case maxHeaderSize = "max_header_size"
+    }
 
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         host = try container.value(.host, default: "0.0.0.0")
         port = try container.value(.port, default: 8080)
+        maxConnections = try container.value(.maxConnections, default: 0)
+        maxConnectionsPerIP = try container.value(.maxConnectionsPerIP, default: 1000)
+        handshakeTimeout = try container.value(.handshakeTimeout, default: .seconds(10))
+        idleTimeout = try container.value(.idleTimeout, default: .seconds(60))
+        maxHeaderSize = try container.value(.maxHeaderSize, default: ConfigByteSize(bytes: 32 * 1024))
+        guard let node = decoder as? NodeDecoder else { return }
         if !(0...65535).contains(port) {
-            (decoder as? NodeDecoder)?.report("port \(port) is out of range", hint: "use 1–65535, or 0 for any free port", key: "port")
+            node.report("port \(port) is out of range", hint: "use 1–65535, or 0 for any free port", key: "port")
         }
         if host.isEmpty {
-            (decoder as? NodeDecoder)?.report("host must not be empty", hint: "use 0.0.0.0 for all interfaces", key: "host")
+            node.report("host must not be empty", hint: "use 0.0.0.0 for all interfaces", key: "host")
+        }
+        if maxConnections < 0 {
+            node.report("max_connections must be 0 (the open-file limit) or more", key: "max_connections")
+        }
+        if maxConnectionsPerIP < 0 {
+            node.report("max_connections_per_ip must be 0 (no limit) or more", key: "max_connections_per_ip")
+        }
+        if handshakeTimeout.nanoseconds <= 0 || handshakeTimeout.nanoseconds > 600_000_000_000 {
+            node.report("handshake_timeout must be between 1ms and 10m, got \(handshakeTimeout)", key: "handshake_timeout")
+        }
+        if idleTimeout.nanoseconds <= 0 || idleTimeout.nanoseconds > 86_400_000_000_000 {
+            node.report("idle_timeout must be between 1ms and 24h, got \(idleTimeout)", key: "idle_timeout")
+        }
+        if maxHeaderSize.bytes < 1024 || maxHeaderSize.bytes > 1024 * 1024 {
+            node.report("max_header_size must be between 1KiB and 1MiB, got \(maxHeaderSize)", key: "max_header_size")
         }
     }
 }

@@ -94,6 +94,10 @@ public struct HTTPRoute: Sendable {
     /// A line for the start-up log, given the gateway's base URL (`http://host:port`), e.g.
     /// a ready-to-paste `curl` command.
     public var announcement: (@Sendable (String) -> String)?
+    /// Checks the request's headers and query *before* its body is read (the `body` it is
+    /// given is empty): a response refuses the request without reading a byte of the body,
+    /// so an unauthenticated client cannot make the gateway buffer `maxBodySize` bytes.
+    public var authorize: (@Sendable (HTTPRouteRequest) -> HTTPRouteResponse?)?
 
     public init(
         method: String,

@@ -8,6 +8,11 @@ public struct EndpointPipeline: Sendable {
     public struct EncoderChoice: Sendable {
         public let encoder: any EventEncoder
         public let variant: VariantID
+
+        public init(encoder: any EventEncoder, variant: VariantID) {
+            self.encoder = encoder
+            self.variant = variant
+        }
     }
 
     public let path: String
@@ -22,6 +27,11 @@ public struct EndpointPipeline: Sendable {
     public let heartbeatTimeout: Duration
     public let maxMessageSize: Int
     public let maxSubscriptions: Int
+    /// Longest topic or pattern a client may subscribe to, in bytes.
+    public let maxTopicLength: Int
+    /// Client messages per second one connection may send (control frames included), with
+    /// a burst of twice that; `nil` = unlimited.
+    public let maxMessageRate: Double?
     public let sendQueue: SendQueueConfiguration
     public let mode: EndpointMode
     /// How long a close handshake may take before the socket is closed anyway.
@@ -42,6 +52,8 @@ public struct EndpointPipeline: Sendable {
         heartbeatTimeout: Duration,
         maxMessageSize: Int,
         maxSubscriptions: Int,
+        maxTopicLength: Int = 256,
+        maxMessageRate: Double? = nil,
         sendQueue: SendQueueConfiguration,
         mode: EndpointMode,
         closeTimeout: Duration = .seconds(2),
@@ -58,6 +70,8 @@ public struct EndpointPipeline: Sendable {
         self.heartbeatTimeout = heartbeatTimeout
         self.maxMessageSize = maxMessageSize
         self.maxSubscriptions = maxSubscriptions
+        self.maxTopicLength = maxTopicLength
+        self.maxMessageRate = maxMessageRate.flatMap { $0 > 0 ? $0 : nil }
         self.sendQueue = sendQueue
         self.mode = mode
         self.closeTimeout = closeTimeout

@@ -69,6 +69,8 @@ public struct GatewayAssembly: Sendable {
                     heartbeatTimeout: endpoint.heartbeat.timeout.duration,
                     maxMessageSize: endpoint.maxMessageSize.bytes,
                     maxSubscriptions: endpoint.maxSubscriptions,
+                    maxTopicLength: endpoint.maxTopicLength,
+                    maxMessageRate: endpoint.maxMessageRate > 0 ? Double(endpoint.maxMessageRate) : nil,
                     sendQueue: endpoint.sendQueue,
                     mode: endpoint.mode,
                     closeTimeout: configuration.shutdownGrace.duration,

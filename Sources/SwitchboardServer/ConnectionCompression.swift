@@ -2,18 +2,17 @@ import NIOCore
 import Synchronization
 import SwitchboardKernel
 
-/// One connection's permessage-deflate state: the agreed parameters, a compressor for
-/// what is built per connection (dedicated-mode deliveries, replies, echoes) and an
-/// inflater for compressed client messages. Both zlib states are created on first use.
-/// Lives on the connection's event loop.
-final class ConnectionCompression {
+/// One connection's outbound permessage-deflate state: the agreed parameters and a
+/// compressor for what is built per connection (dedicated-mode deliveries, replies,
+/// echoes), created on first use. (Client messages are inflated by the connection's
+/// ``WebSocketInboundStateMachine``.) Lives on the connection's event loop.
+public final class ConnectionCompression {
     let agreement: PerMessageDeflate.Agreement
     let settings: DeflateSettings
     let minSize: Int
     private var deflater: Deflater?
-    private var inflater: Inflater?
 
-    init(agreement: PerMessageDeflate.Agreement, settings: DeflateSettings, minSize: Int) {
+    public init(agreement: PerMessageDeflate.Agreement, settings: DeflateSettings, minSize: Int) {
         self.agreement = agreement
         self.settings = settings
         self.minSize = minSize
@@ -31,13 +30,6 @@ final class ConnectionCompression {
         output.reserveCapacity(payload.readableBytes / 2 + 64)
         deflater.compress(payload, into: &output, resetAfter: agreement.serverNoContextTakeover)
         return output
-    }
-
-    /// Inflates a compressed client message, refusing output beyond `limit`.
-    func inflate(_ payload: ByteBuffer, limit: Int) throws(InflateError) -> ByteBuffer {
-        if inflater == nil { inflater = Inflater(windowBits: agreement.clientWindowBits) }
-        guard let inflater else { throw .corrupt }
-        return try inflater.inflate(payload, limit: limit, resetAfter: agreement.clientNoContextTakeover)
     }
 
     /// Reserves dedicated-mode memory from the node-wide budget; `false` when it is spent.

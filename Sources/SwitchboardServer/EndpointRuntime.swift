@@ -1,11 +1,13 @@
+import Logging
 import Synchronization
 import SwitchboardKernel
 
 /// An endpoint's pipeline plus its live counters.
-final class EndpointRuntime: Sendable {
-    let pipeline: EndpointPipeline
+/// Public so that tests can build a connection handler around a pipeline.
+public final class EndpointRuntime: Sendable {
+    public let pipeline: EndpointPipeline
     /// Open connections.
-    let connections = Atomic<Int>(0)
+    public let connections = Atomic<Int>(0)
     /// Connections accepted since start.
     let accepted = Atomic<Int>(0)
     /// Upgrade requests refused (bad format, filters) since start.
@@ -14,8 +16,11 @@ final class EndpointRuntime: Sendable {
     let forbiddenSubscriptions = Atomic<Int>(0)
     /// Connections closed for protocol violations, size limits, dead peers or overflow.
     let closedForCause = Atomic<Int>(0)
+    /// Refusals by kind (oversized, protocol errors, rate, slow consumers, …).
+    public let refusals: RefusalCounters
 
-    init(pipeline: EndpointPipeline) {
+    public init(pipeline: EndpointPipeline, logger: Logger = Logger(label: "switchboard")) {
         self.pipeline = pipeline
+        self.refusals = RefusalCounters(scope: pipeline.path, logger: logger)
     }
 }

@@ -32,6 +32,10 @@ public final class Gateway: Sendable {
     /// What the supervisor runs: the assembled sources (`run: once` ones behind their
     /// lease) and the cluster bus subscription.
     let runnableSources: [(name: String, source: any EventSource)]
+    /// Open sockets overall and per address, against the listener's limits.
+    let connectionLimiter: ConnectionLimiter
+    /// Refusals before any endpoint: connection limits, handshake timeouts, bad requests.
+    let listenerRefusals: RefusalCounters
     private let boundPort = Mutex<Int?>(nil)
     private let serviceGroup = Mutex<ServiceGroup?>(nil)
 
@@ -93,8 +97,13 @@ public final class Gateway: Sendable {
         self.logger = logger
         self.eventLoopGroup = eventLoopGroup
         var endpoints: [String: EndpointRuntime] = [:]
-        for pipeline in assembly.pipelines { endpoints[pipeline.path] = EndpointRuntime(pipeline: pipeline) }
+        for pipeline in assembly.pipelines { endpoints[pipeline.path] = EndpointRuntime(pipeline: pipeline, logger: logger) }
         self.endpoints = endpoints
+        self.connectionLimiter = ConnectionLimiter(
+            maxConnections: configuration.listener.maxConnections,
+            maxConnectionsPerIP: configuration.listener.maxConnectionsPerIP
+        )
+        self.listenerRefusals = RefusalCounters(scope: "listener", logger: logger)
     }
 
     /// The port actually bound (useful with port 0), once the server runs.
@@ -110,8 +119,16 @@ public final class Gateway: Sendable {
         let endpoints = self.endpoints
         let kernel = assembly.kernel
         let logger = self.logger
+        let listenerConfiguration = configuration.listener
+        let limits = GatewayChildChannel.ListenerLimits(
+            connections: connectionLimiter,
+            handshakeTimeout: TimeAmount(listenerConfiguration.handshakeTimeout.duration),
+            idleTimeout: listenerConfiguration.idleTimeout,
+            maxHeaderSize: listenerConfiguration.maxHeaderSize.bytes,
+            refusals: listenerRefusals
+        )
         let server = HTTPServerBuilder { responder in
-            GatewayChildChannel(responder: responder, endpoints: endpoints, kernel: kernel, logger: logger)
+            GatewayChildChannel(responder: responder, endpoints: endpoints, kernel: kernel, limits: limits, logger: logger)
         }
         let listener = configuration.listener
         let routes = assembly.routes
@@ -188,8 +205,9 @@ public final class Gateway: Sendable {
                 status: ready ? .ok : .serviceUnavailable
             )
         }
-        router.get("/stats") { [self] _, _ in
-            Self.json(await statsSnapshot(), status: .ok)
+        let adminKey = (configuration.adminKey ?? ProcessInfo.processInfo.environment["SWITCHBOARD_ADMIN_KEY"]).flatMap { $0.isEmpty ? nil : $0 }
+        router.get("/stats") { [self] request, _ in
+            Self.json(await statsSnapshot(detailed: Self.hasAdminKey(request.headers, adminKey: adminKey)), status: .ok)
         }
         router.get("/metrics") { [self] _, _ in
             var buffer = ByteBuffer()
@@ -217,12 +235,30 @@ public final class Gateway: Sendable {
         for route in assembly.routes {
             let limit = route.maxBodySize
             let handler = route.handler
+            let authorize = route.authorize
+            let refusals = listenerRefusals
             router.on(RouterPath(route.path), method: HTTPRequest.Method(route.method) ?? .post) { request, context in
                 var request = request
+                if let authorize {
+                    let headersOnly = HTTPRouteRequest(
+                        headers: request.headers.map { (name: $0.name.rawName, value: $0.value) },
+                        query: request.uri.queryParameters.map { (name: String($0.key), value: String($0.value)) },
+                        body: ByteBuffer(),
+                        remoteAddress: context.remoteAddress?.ipAddress
+                    )
+                    if let refusal = authorize(headersOnly) {
+                        var headers: HTTPFields = [.connection: "close"]
+                        for header in refusal.headers {
+                            if let name = HTTPField.Name(header.name) { headers[name] = header.value }
+                        }
+                        return Self.json(refusal.body, status: .init(code: refusal.status), extraHeaders: headers)
+                    }
+                }
                 let body: ByteBuffer
                 do {
                     body = try await request.collectBody(upTo: limit)
                 } catch {
+                    refusals.record(.bodyTooLarge)
                     return Self.json(
                         ["error": ["code": "body_too_large", "message": .string("request body is larger than \(limit) bytes")]],
                         status: .contentTooLarge
@@ -242,6 +278,24 @@ public final class Gateway: Sendable {
                 return Self.json(response.body, status: .init(code: response.status), extraHeaders: headers)
             }
         }
+    }
+
+    /// Whether the request carries the admin key (compared in constant time).
+    static func hasAdminKey(_ headers: HTTPFields, adminKey: String?) -> Bool {
+        guard let adminKey else { return false }
+        var offered = HTTPField.Name("X-Admin-Key").flatMap { headers[$0] }
+        if offered == nil, let authorization = headers[.authorization], authorization.lowercased().hasPrefix("bearer ") {
+            offered = String(authorization.dropFirst(7)).trimmingSpaces()
+        }
+        guard let offered else { return false }
+        // Constant time in the key's length: no early exit on the first differing byte.
+        let given = Array(offered.utf8)
+        let expected = Array(adminKey.utf8)
+        var difference = given.count ^ expected.count
+        for index in expected.indices {
+            difference |= Int(expected[index] ^ (index < given.count ? given[index] : 0))
+        }
+        return difference == 0
     }
 
     static func json(_ value: JSONValue, status: HTTPResponse.Status, extraHeaders: HTTPFields = [:]) -> Response {
@@ -299,6 +353,14 @@ public final class Gateway: Sendable {
             }
         }
         metric("filter_denials_total", "counter", "Upgrades and messages refused by filters, per reason.", denials)
+        var refusals: [(String, Int)] = listenerRefusals.snapshot.filter { $0.count > 0 }.map { ("scope=\"listener\",reason=\"\($0.name)\"", $0.count) }
+        for (path, runtime) in runtimes {
+            for entry in runtime.refusals.snapshot where entry.count > 0 {
+                refusals.append(("scope=\"\(label(path))\",reason=\"\(entry.name)\"", entry.count))
+            }
+        }
+        metric("refusals_total", "counter", "Connections, requests and messages refused by a limit or for a protocol violation, per reason.", refusals)
+        metric("open_sockets", "gauge", "Open client sockets (HTTP and WebSocket) against listener.max_connections.", [("", connectionLimiter.openConnections)])
         metric("events_in_total", "counter", "Events published into the kernel.", [("", counters.eventsIn.load(ordering: .relaxed))])
         metric("deliveries_total", "counter", "Event frames queued to connections.", [("", counters.deliveries.load(ordering: .relaxed))])
         metric("dropped_total", "counter", "Frames dropped by slow-consumer policies.", [("", counters.dropped.load(ordering: .relaxed))])
@@ -325,12 +387,19 @@ public final class Gateway: Sendable {
             "rejected": .int(Int64(runtime.rejected.load(ordering: .relaxed))),
             "closed_for_cause": .int(Int64(runtime.closedForCause.load(ordering: .relaxed))),
             "forbidden_subscriptions": .int(Int64(runtime.forbiddenSubscriptions.load(ordering: .relaxed))),
+            "refusals": Self.refusalsJSON(runtime.refusals),
             "filters": .array(runtime.pipeline.filterDenials.map { $0.snapshot() }),
         ]
     }
 
-    /// What `/stats` returns (and what a `timer` with `emit: stats` publishes).
-    public func statsSnapshot() async -> JSONValue {
+    static func refusalsJSON(_ counters: RefusalCounters) -> JSONValue {
+        .object(JSONObject(counters.snapshot.map { ($0.name, .int(Int64($0.count))) }))
+    }
+
+    /// What `/stats` returns (and what a `timer` with `emit: stats` publishes). Subscribed
+    /// topic names belong to clients: only a `detailed` snapshot (admin key) lists them;
+    /// everyone else sees counts.
+    public func statsSnapshot(detailed: Bool = false) async -> JSONValue {
         let counters = assembly.kernel.counters
         var perEndpoint = JSONObject()
         var totalConnections = 0
@@ -341,8 +410,11 @@ public final class Gateway: Sendable {
             perEndpoint[path] = Self.endpointStats(runtime)
         }
         var topics = JSONObject()
-        for (pattern, count) in await assembly.kernel.subscriberCounts().sorted(by: { $0.key < $1.key }) {
-            topics.entries.append((pattern, .int(Int64(count))))
+        let counts = await assembly.kernel.subscriberCounts()
+        if detailed {
+            for (pattern, count) in counts.sorted(by: { $0.key < $1.key }) {
+                topics.entries.append((pattern, .int(Int64(count))))
+            }
         }
         return [
             "uptime_seconds": .int((UnixTime.nowMilliseconds() - started) / 1000),
@@ -350,7 +422,9 @@ public final class Gateway: Sendable {
                 "total": .int(Int64(totalConnections)),
                 "per_endpoint": .object(perEndpoint),
             ],
-            "subscribers": .object(topics),
+            "subscriptions": ["total": .int(Int64(counts.values.reduce(0, +))), "patterns": .int(Int64(counts.count))],
+            "subscribers": detailed ? .object(topics) : .null,
+            "refusals": ["listener": Self.refusalsJSON(listenerRefusals), "open_sockets": .int(Int64(connectionLimiter.openConnections)), "max_connections": .int(Int64(connectionLimiter.maxConnections))],
             "events_in": .int(Int64(counters.eventsIn.load(ordering: .relaxed))),
             "deliveries_out": .int(Int64(counters.deliveries.load(ordering: .relaxed))),
             "encodes": .int(Int64(counters.encodes.load(ordering: .relaxed))),

@@ -8,6 +8,7 @@ import NIOHTTPTypes
 import NIOHTTPTypesHTTP1
 import NIOWebSocket
 import Synchronization
+import SwitchboardConfig
 import SwitchboardCore
 import SwitchboardKernel
 
@@ -61,22 +62,52 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
     /// browser may take two reads), growing to 64 KiB under inbound load.
     static let receiveAllocator = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 65536)
 
+    /// The limits a socket meets before any endpoint sees it.
+    struct ListenerLimits: Sendable {
+        let connections: ConnectionLimiter
+        let handshakeTimeout: TimeAmount
+        let idleTimeout: ConfigDuration
+        let maxHeaderSize: Int
+        let refusals: RefusalCounters
+    }
+
     let responder: HTTPChannelHandler.Responder
     let endpoints: [String: EndpointRuntime]
     let kernel: Kernel
     let maxFrameSize: Int
+    let limits: ListenerLimits
     let logger: Logger
 
-    init(responder: @escaping HTTPChannelHandler.Responder, endpoints: [String: EndpointRuntime], kernel: Kernel, logger: Logger) {
+    init(responder: @escaping HTTPChannelHandler.Responder, endpoints: [String: EndpointRuntime], kernel: Kernel, limits: ListenerLimits, logger: Logger) {
         self.responder = Self.redirectingLateUpgrades(responder)
         self.endpoints = endpoints
         self.kernel = kernel
         self.maxFrameSize = max(125, endpoints.values.map(\.pipeline.maxMessageSize).max() ?? 65536)
+        self.limits = limits
         self.logger = logger
     }
 
+    /// Refused before any handler: why, as a raw HTTP response.
+    struct ConnectionRefused: Error {}
+
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
-        channel.eventLoop.makeCompletedFuture {
+        let address = channel.remoteAddress?.ipAddress
+        let limits = self.limits
+        if let refused = limits.connections.admit(address) {
+            let kind: Refusal = refused == .tooManyConnections ? .maxConnections : .maxConnectionsPerIP
+            limits.refusals.record(kind)
+            Self.refuseRaw(channel, status: "503 Service Unavailable", code: kind.name, message: "the gateway holds as many connections as it allows; retry later")
+            // A failed initializer would reach the server channel's error path; the accept
+            // loop must not see this refusal at all.
+            return channel.eventLoop.makeSucceededFuture(Value(upgradeResult: channel.eventLoop.makeFailedFuture(ConnectionRefused()), channel: channel))
+        }
+        channel.closeFuture.whenComplete { _ in limits.connections.release(address) }
+        // Until the request head (or the upgrade) is complete; cancelled by either.
+        let handshakeTimer = channel.eventLoop.scheduleTask(in: limits.handshakeTimeout) {
+            limits.refusals.record(.handshakeTimeout)
+            channel.close(promise: nil)
+        }
+        return channel.eventLoop.makeCompletedFuture {
             // Real-time traffic: never hold small frames back for Nagle's algorithm.
             try channel.syncOptions?.setOption(.socketOption(.tcp_nodelay), value: 1)
             // Each channel keeps its receive buffer for reuse; NIO's default starts at 2 KiB,
@@ -96,7 +127,11 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
                     Self.decide(head: head, channel: channel, endpoints: endpoints, kernel: kernel, admission: admission, refusal: refusal)
                 },
                 upgradePipelineHandler: { channel, _ in
-                    channel.eventLoop.makeCompletedFuture {
+                    handshakeTimer.cancel()
+                    return channel.eventLoop.makeCompletedFuture {
+                        if let errorResponder = try? channel.pipeline.syncOperations.handler(type: HTTPParseErrorResponder.self) {
+                            _ = channel.pipeline.syncOperations.removeHandler(errorResponder)
+                        }
                         guard let admitted = admission.value, let shard = kernel.shard(for: channel.eventLoop) else {
                             throw ChannelError.inappropriateOperationForState
                         }
@@ -124,9 +159,10 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
             let serverUpgradeConfiguration = NIOTypedHTTPServerUpgradeConfiguration(
                 upgraders: [upgrader],
                 notUpgradingCompletionHandler: { channel in
-                    channel.eventLoop.makeCompletedFuture {
+                    handshakeTimer.cancel()
+                    return channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandler(HTTP1ToHTTPServerCodec(secure: false))
-                        try channel.pipeline.syncOperations.addHandler(HTTPConnectionStateHandler(idleTimeout: nil, logger: logger))
+                        try channel.pipeline.syncOperations.addHandler(HTTPConnectionStateHandler(idleTimeout: limits.idleTimeout.duration, logger: logger))
                         let asyncChannel = try NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>(
                             wrappingChannelSynchronously: channel,
                             configuration: .init(isOutboundHalfClosureEnabled: true)
@@ -142,9 +178,28 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
             configuration.enablePipelining = false
             configuration.enableErrorHandling = false
             configuration.enableResponseHeaderValidation = false
+            configuration.decoderConfiguration.maxHeaderFieldSize = limits.maxHeaderSize
+            configuration.decoderConfiguration.maxHeaderListSize = limits.maxHeaderSize
             let result = try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: configuration)
+            // NIO's own error handler asserts on the responses it sees; ours answers a parse
+            // error with raw bytes below the encoder and closes.
+            try channel.pipeline.syncOperations.addHandler(HTTPParseErrorResponder(refusals: limits.refusals))
             return Value(upgradeResult: result, channel: channel)
         }
+    }
+
+    /// Writes a complete HTTP response as raw bytes (no HTTP handler is installed yet, or
+    /// the HTTP codec cannot be trusted any more) and closes the socket once it is out.
+    static func refuseRaw(_ channel: any Channel, status: String, code: String, message: String, retryAfter: Int? = 1) {
+        var body = ByteBuffer()
+        JSONWriter.write(["error": ["code": .string(code), "message": .string(message)]], into: &body)
+        body.writeStaticString("\n")
+        var response = ByteBuffer()
+        response.writeString("HTTP/1.1 \(status)\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: \(body.readableBytes)\r\n")
+        if let retryAfter { response.writeString("Retry-After: \(retryAfter)\r\n") }
+        response.writeStaticString("\r\n")
+        response.writeBuffer(&body)
+        channel.writeAndFlush(response).whenComplete { _ in channel.close(promise: nil) }
     }
 
     /// Matches the endpoint, negotiates the encoder and runs the filter chain.
@@ -297,6 +352,8 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
             }
         } catch let error as ChannelError where error == .inputClosed {
             logger.trace("connection closed before the request completed")
+        } catch is ConnectionRefused {
+            return
         } catch {
             logger.debug("upgrade failed", metadata: ["error": "\(error)"])
         }

@@ -16,6 +16,8 @@ struct TestGateway {
     let task: Task<Void, any Error>
 
     static let publishKey = "test-publish-key-0123456789abcdef"
+    /// The admin key every test gateway has; ``get(_:admin:)`` sends it by default.
+    static let adminKey = "test-admin-key-0123456789abcdef"
 
     /// Loads `yaml` (with `SWITCHBOARD_PUBLISH_KEY` set to ``publishKey``), binds 127.0.0.1:0 and waits until it listens.
     static func start(_ yaml: String, environment: [String: String] = [:]) async throws -> TestGateway {
@@ -24,6 +26,7 @@ struct TestGateway {
         var configuration = try ConfigurationLoader(registry: BuiltinPlugins.registry, environment: env).load(yaml: yaml, file: "test.yaml")
         configuration.listener.host = "127.0.0.1"
         configuration.listener.port = 0
+        if configuration.adminKey == nil { configuration.adminKey = adminKey }
         var logger = Logger(label: "test-gateway")
         logger.logLevel = .warning
         let gateway = try await Gateway.make(configuration: configuration, registry: BuiltinPlugins.registry, logger: logger)
@@ -44,9 +47,11 @@ struct TestGateway {
 
     var baseURL: String { "http://127.0.0.1:\(port)" }
 
-    /// GET `path`; returns status and parsed JSON body.
-    func get(_ path: String) async throws -> (status: Int, body: JSONValue) {
-        let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: baseURL + path), timeout: .seconds(5))
+    /// GET `path` (with the admin key unless `admin` is false); returns status and parsed JSON body.
+    func get(_ path: String, admin: Bool = true) async throws -> (status: Int, body: JSONValue) {
+        var request = HTTPClientRequest(url: baseURL + path)
+        if admin { request.headers.add(name: "X-Admin-Key", value: Self.adminKey) }
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(5))
         let body = try await response.body.collect(upTo: 1 << 20)
         return (Int(response.status.code), (try? JSONParser.parse(body.readableBytesView)) ?? .null)
     }

@@ -11,6 +11,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PUBLISH_KEY = "interop-publish-key-0123456789abcdef"
+ADMIN_KEY = "interop-admin-key-0123456789abcdef"
 
 CONFIG = """
 sources:
@@ -61,7 +62,8 @@ class Gateway:
     def stats(self):
         import json
 
-        with urllib.request.urlopen("http://%s/stats" % self.address, timeout=5) as response:
+        request = urllib.request.Request("http://%s/stats" % self.address, headers={"X-Admin-Key": ADMIN_KEY})
+        with urllib.request.urlopen(request, timeout=5) as response:
             return json.load(response)
 
 
@@ -73,7 +75,7 @@ def start_gateway(config_text, env_extra=None, name="gateway"):
     config = pathlib.Path(directory) / ("%s.yaml" % name)
     config.write_text(config_text)
     log = pathlib.Path(directory) / ("%s.log" % name)
-    env = dict(os.environ, SWITCHBOARD_PUBLISH_KEY=PUBLISH_KEY, **(env_extra or {}))
+    env = dict(os.environ, SWITCHBOARD_PUBLISH_KEY=PUBLISH_KEY, SWITCHBOARD_ADMIN_KEY=ADMIN_KEY, **(env_extra or {}))
     with open(log, "w") as output:
         process = subprocess.Popen(
             [binary, "run", str(config), "--host", "127.0.0.1", "--port", "0"],

@@ -145,9 +145,19 @@ final class JWTVerifier: Sendable {
             }
             topics = patterns
         }
-        let closesAt = expiry.map { Int64(($0 + leeway).rounded(.up)) }
+        // `exp` is the token's to choose: a far-future value (1e16, 9.3e18, 1e300) must
+        // not trap the conversion. Anything past year 5000 means "does not expire here".
+        let closesAt = expiry.flatMap { value -> Int64? in
+            let seconds = (value + leeway).rounded(.up)
+            guard seconds.isFinite, seconds < Self.latestExpiry else { return nil }
+            guard seconds > 0 else { return 0 }
+            return Int64(seconds)
+        }
         return Principal(identity: subject, roles: roles, topics: topics, expiresAt: closesAt)
     }
+
+    /// Seconds since the epoch of 5000-01-01: a later `exp` is treated as no expiry.
+    static let latestExpiry: Double = 95_617_584_000
 
     private func number(_ claims: JSONObject, _ name: String) throws -> Double? {
         switch claims[name] {

@@ -135,6 +135,9 @@ public struct WebhookSource: SourcePlugin {
         var route = HTTPRoute(method: "POST", path: config.path, maxBodySize: config.maxBody.bytes) { request in
             await handler.handle(request)
         }
+        if config.auth == .apiKey {
+            route.authorize = { request in handler.authorizationFailure(request) }
+        }
         if let generated {
             let path = config.path
             let header = config.keyHeader
@@ -172,13 +175,23 @@ struct WebhookHandler: Sendable {
     let keys: [(bytes: [UInt8], topics: [TopicPattern]?)]
     let context: any SourceContext
 
+    /// The refusal of a request whose API key is missing or wrong, checked before the
+    /// body is read; nil when the key is good.
+    func authorizationFailure(_ request: HTTPRouteRequest) -> HTTPRouteResponse? {
+        guard let presented = presentedKey(request) else {
+            return .error(401, code: "unauthorized", message: "missing API key: send it in the \(config.keyHeader) header or as Authorization: Bearer")
+        }
+        guard matchingKey(Array(presented.utf8)) != nil else {
+            return .error(401, code: "unauthorized", message: "invalid API key")
+        }
+        return nil
+    }
+
     func handle(_ request: HTTPRouteRequest) async -> HTTPRouteResponse {
         var keyTopics: [TopicPattern]?
         if config.auth == .apiKey {
-            guard let presented = presentedKey(request) else {
-                return .error(401, code: "unauthorized", message: "missing API key: send it in the \(config.keyHeader) header or as Authorization: Bearer")
-            }
-            guard let match = matchingKey(Array(presented.utf8)) else {
+            if let refusal = authorizationFailure(request) { return refusal }
+            guard let presented = presentedKey(request), let match = matchingKey(Array(presented.utf8)) else {
                 return .error(401, code: "unauthorized", message: "invalid API key")
             }
             keyTopics = keys[match].topics

@@ -1,0 +1,75 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Synchronization
+
+/// Counts open client sockets, overall and per IP address, and refuses past the
+/// listener's limits. Each admitted socket is released exactly once, when it closes.
+public final class ConnectionLimiter: Sendable {
+    /// Open files kept free for sources, Redis, the cluster bus and logs when
+    /// `max_connections` is derived from the process's open-file limit.
+    public static let reservedFiles = 64
+
+    /// The effective overall limit.
+    public let maxConnections: Int
+    /// The per-address limit; 0 = none.
+    public let maxConnectionsPerIP: Int
+    private let open = Atomic<Int>(0)
+    private let perIP = Mutex<[String: Int]>([:])
+
+    /// Why a socket was refused.
+    public enum Refused: Error, Equatable {
+        case tooManyConnections
+        case tooManyFromAddress
+    }
+
+    /// `maxConnections` 0 = derived from the open-file limit.
+    public init(maxConnections: Int, maxConnectionsPerIP: Int) {
+        self.maxConnections = maxConnections > 0 ? maxConnections : Self.derivedLimit()
+        self.maxConnectionsPerIP = max(0, maxConnectionsPerIP)
+    }
+
+    /// The process's soft open-file limit less ``reservedFiles`` (at least 16).
+    public static func derivedLimit() -> Int {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 1024 - reservedFiles }
+        let soft = limit.rlim_cur == rlim_t.max ? UInt64(1 << 20) : UInt64(limit.rlim_cur)
+        return max(16, Int(min(soft, 1 << 24)) - reservedFiles)
+    }
+
+    /// Open sockets now.
+    public var openConnections: Int { open.load(ordering: .relaxed) }
+
+    /// Admits a socket from `address` (nil when unknown), or says why not.
+    public func admit(_ address: String?) -> Refused? {
+        let total = open.add(1, ordering: .relaxed).newValue
+        if total > maxConnections {
+            open.subtract(1, ordering: .relaxed)
+            return .tooManyConnections
+        }
+        guard maxConnectionsPerIP > 0, let address else { return nil }
+        let admitted = perIP.withLock { counts -> Bool in
+            let current = counts[address, default: 0]
+            guard current < maxConnectionsPerIP else { return false }
+            counts[address] = current + 1
+            return true
+        }
+        if !admitted {
+            open.subtract(1, ordering: .relaxed)
+            return .tooManyFromAddress
+        }
+        return nil
+    }
+
+    /// Releases an admitted socket.
+    public func release(_ address: String?) {
+        open.subtract(1, ordering: .relaxed)
+        guard maxConnectionsPerIP > 0, let address else { return }
+        perIP.withLock { counts in
+            guard let current = counts[address] else { return }
+            if current <= 1 { counts[address] = nil } else { counts[address] = current - 1 }
+        }
+    }
+}

@@ -1,0 +1,164 @@
+import Logging
+import NIOCore
+import SwitchboardCore
+import SwitchboardKernel
+import Synchronization
+
+/// The outbound half: every frame the connection sends — deliveries, replies, pongs,
+/// pings, echoes — goes through ``OutboundStateMachine`` and so through the bounded send
+/// queue; only the close frame, one per connection, is written past it.
+extension WebSocketConnectionHandler {
+    // MARK: Subscriber
+
+    public func enqueue(_ frame: ByteBuffer) -> Bool {
+        // Dedicated compression keeps a per-connection context: the shared plain frame is
+        // compressed here, per recipient, which is the point of that mode.
+        if let compression, compression.isDedicated, let opcode = ServerFrame.opcode(of: frame),
+            let payload = ServerFrame.payload(of: frame), let compressed = compression.compress(payload)
+        {
+            return enqueueFrame(ServerFrame.make(opcode: opcode, payload: compressed, rsv1: true))
+        }
+        return enqueueFrame(frame)
+    }
+
+    @discardableResult
+    public func flush() -> Bool {
+        guard registered, let output else { return false }
+        let gathered = outbound.takeGathered()
+        // The state machine's access has ended: NIO may call back into us from here on.
+        if let gathered { output.write(NIOAny(gathered), promise: nil) }
+        output.flush()
+        return true
+    }
+
+    // MARK: frames of the connection's own
+
+    /// Offers one frame and performs what the state machine says.
+    func enqueueFrame(_ frame: ByteBuffer) -> Bool {
+        guard registered, let output else { return false }
+        let (outcome, writes) = outbound.offer(frame)
+        write(writes, to: output)
+        switch outcome {
+        case .accepted:
+            return true
+        case .acceptedAfterDropping(let count):
+            shard.recordDrops(count)
+            if !loggedDrops {
+                loggedDrops = true
+                runtime.refusals.record(.slowConsumerDrops)
+                logger.debug("slow consumer: the send queue is full, dropping the oldest frames", metadata: ["dropped": "\(count)"])
+            }
+            return true
+        case .overflow:
+            runtime.refusals.record(.slowConsumerDisconnect)
+            failConnection(code: 1008, reason: "send queue overflow: client reads too slowly")
+            return false
+        case .closed:
+            return false
+        }
+    }
+
+    private func write(_ writes: OutboundStateMachine.Writes, to output: ChannelHandlerContext) {
+        switch writes {
+        case .none:
+            break
+        case .one(let buffer):
+            output.write(NIOAny(buffer), promise: nil)
+        case .two(let first, let second):
+            output.write(NIOAny(first), promise: nil)
+            output.write(NIOAny(second), promise: nil)
+        }
+    }
+
+    /// A control frame or echo of this connection's own, sent with the next flush round.
+    func sendOwn(_ frame: ByteBuffer) {
+        if enqueueFrame(frame) { shard.needsFlush(self) }
+    }
+
+    func reply(_ message: ServerReply) {
+        let encoder = choice.encoder
+        var payload = ByteBuffer()
+        encoder.encode(message, timestamp: UnixTime.nowSeconds(), into: &payload)
+        sendOwn(dataFrame(opcode: encoder.frameKind == .text ? .text : .binary, payload: payload))
+    }
+
+    /// A data frame built for this connection only, compressed when negotiated and large enough.
+    func dataFrame(opcode: ServerFrame.Opcode, payload: ByteBuffer) -> ByteBuffer {
+        if let compressed = compression?.compress(payload) {
+            return ServerFrame.make(opcode: opcode, payload: compressed, rsv1: true)
+        }
+        return ServerFrame.make(opcode: opcode, payload: payload)
+    }
+
+    // MARK: writability
+
+    public func channelWritabilityChanged(context: ChannelHandlerContext) {
+        let writable = context.channel.isWritable
+        // The peer reads what we send: it is alive even if its pongs wait unread.
+        if writable { heartbeat.heard(now: Self.now()) }
+        if outbound.writabilityChanged(to: writable), let output {
+            drain(output)
+        }
+        if writable && readPending {
+            readPending = false
+            context.read()
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    /// Writes the outbox and then queued frames while the socket takes them. Each step is
+    /// one short call into the state machine; a write that makes the socket unwritable
+    /// again is recorded by a nested `channelWritabilityChanged`, which ends the loop.
+    private func drain(_ output: ChannelHandlerContext) {
+        if let gathered = outbound.takeGathered() {
+            output.write(NIOAny(gathered), promise: nil)
+        }
+        while let frame = outbound.nextQueued() {
+            output.write(NIOAny(frame), promise: nil)
+        }
+        output.flush()
+    }
+
+    // MARK: closing
+
+    /// Sends a close frame, stops taking data, and closes the socket once the peer answers
+    /// or the close timeout passes (at once after sending when `closeSocketAfterSending`).
+    func failConnection(code: UInt16, reason: String, countAsCause: Bool = true, closeSocketAfterSending: Bool = false) {
+        guard registered, let context, let output, inbound.startClose() else { return }
+        if countAsCause { runtime.closedForCause.add(1, ordering: .relaxed) }
+        logger.debug("closing connection", metadata: ["code": "\(code)", "reason": "\(reason)"])
+        // Frames already gathered were accepted for this connection: they leave before the
+        // close. Queued ones are dropped: the peer is not reading them.
+        let gathered = outbound.close()
+        if let gathered { output.write(NIOAny(gathered), promise: nil) }
+        let frame = ServerFrame.close(code: code, reason: reason)
+        let channel = context.channel
+        if closeSocketAfterSending {
+            let promise = context.eventLoop.makePromise(of: Void.self)
+            promise.futureResult.whenComplete { _ in channel.close(promise: nil) }
+            output.writeAndFlush(NIOAny(frame), promise: promise)
+            return
+        }
+        // Armed before the write: a failing write may tear the connection down at once.
+        closeTimer = context.eventLoop.scheduleTask(in: TimeAmount(pipeline.closeTimeout)) {
+            channel.close(promise: nil)
+        }
+        output.writeAndFlush(NIOAny(frame), promise: nil)
+    }
+
+    /// Answers the peer's close frame and closes the socket once the answer is out.
+    func closeAfterPeer(code: UInt16, reason: String, violation: Bool) {
+        guard registered, let context, let output else { return }
+        if violation { runtime.closedForCause.add(1, ordering: .relaxed) }
+        let gathered = outbound.close()
+        if let gathered { output.write(NIOAny(gathered), promise: nil) }
+        let channel = context.channel
+        // A peer that does not read our answer is not waited for beyond the close timeout.
+        closeTimer = context.eventLoop.scheduleTask(in: TimeAmount(pipeline.closeTimeout)) {
+            channel.close(promise: nil)
+        }
+        let promise = context.eventLoop.makePromise(of: Void.self)
+        promise.futureResult.whenComplete { _ in channel.close(promise: nil) }
+        output.writeAndFlush(NIOAny(ServerFrame.close(code: code, reason: reason)), promise: promise)
+    }
+}

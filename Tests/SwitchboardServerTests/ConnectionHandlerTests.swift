@@ -1,0 +1,277 @@
+import Logging
+import NIOCore
+import NIOEmbedded
+import NIOWebSocket
+import JSONPlugin
+import SwitchboardConfig
+import SwitchboardCore
+import SwitchboardKernel
+import SwitchboardServer
+import Synchronization
+import Testing
+
+/// Stands in for the socket at the head of the pipeline, the way NIO's socket channel
+/// behaves: a write that takes the pending bytes past the high-water mark makes the channel
+/// unwritable and fires `channelWritabilityChanged` *synchronously, inside the write*; a
+/// flush that empties the buffer (when the peer reads) fires it again inside the flush.
+final class SocketSimulator: ChannelDuplexHandler {
+    typealias InboundIn = NIOAny
+    typealias OutboundIn = ByteBuffer
+
+    var highWater: Int
+    /// Whether a flush empties the buffer (the peer reads).
+    var peerReads: Bool
+    /// Close the channel from inside the n-th write (a write error mid-write).
+    var failOnWrite: Int?
+    private(set) var pending = 0
+    private(set) var writes = 0
+    private(set) var reads = 0
+    private(set) var written = ByteBuffer()
+
+    init(highWater: Int = 64 * 1024, peerReads: Bool = true) {
+        self.highWater = highWater
+        self.peerReads = peerReads
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        var buffer = unwrapOutboundIn(data)
+        writes += 1
+        if let failOnWrite, writes >= failOnWrite {
+            promise?.fail(ChannelError.ioOnClosedChannel)
+            context.close(promise: nil)
+            return
+        }
+        pending += buffer.readableBytes
+        written.writeBuffer(&buffer)
+        promise?.succeed(())
+        if pending > highWater, let channel = context.channel as? EmbeddedChannel, channel.isWritable {
+            channel.isWritable = false
+            context.fireChannelWritabilityChanged()
+        }
+    }
+
+    func flush(context: ChannelHandlerContext) {
+        if peerReads { drain(context: context) }
+    }
+
+    func read(context: ChannelHandlerContext) {
+        reads += 1
+    }
+
+    /// The peer read everything: the buffer empties and the channel is writable again.
+    func drain(context: ChannelHandlerContext) {
+        pending = 0
+        if let channel = context.channel as? EmbeddedChannel, !channel.isWritable {
+            channel.isWritable = true
+            context.fireChannelWritabilityChanged()
+        }
+    }
+
+    /// Every complete server frame written so far: (opcode, payload).
+    func frames() -> [(opcode: UInt8, payload: ByteBuffer)] {
+        var buffer = written
+        var frames: [(UInt8, ByteBuffer)] = []
+        while let first = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self),
+            let second = buffer.getInteger(at: buffer.readerIndex + 1, as: UInt8.self)
+        {
+            var header = 2
+            var length = Int(second & 0x7F)
+            if length == 126 {
+                guard let extended = buffer.getInteger(at: buffer.readerIndex + 2, as: UInt16.self) else { break }
+                length = Int(extended)
+                header = 4
+            } else if length == 127 {
+                guard let extended = buffer.getInteger(at: buffer.readerIndex + 2, as: UInt64.self) else { break }
+                length = Int(extended)
+                header = 10
+            }
+            guard buffer.readableBytes >= header + length, let payload = buffer.getSlice(at: buffer.readerIndex + header, length: length) else { break }
+            frames.append((first & 0x0F, payload))
+            buffer.moveReaderIndex(forwardBy: header + length)
+        }
+        return frames
+    }
+}
+
+/// A connection handler on an embedded channel with a real kernel on the same loop.
+struct ConnectionHarness {
+    let loop = EmbeddedEventLoop()
+    let channel: EmbeddedChannel
+    let kernel: Kernel
+    let socket: SocketSimulator
+    let runtime: EndpointRuntime
+
+    init(
+        sendQueue: (maxMessages: Int, maxBytes: Int, policy: SlowConsumerPolicy) = (1024, 4 << 20, .dropOldest),
+        maxMessageRate: Double? = nil,
+        subscribe: [String] = ["metrics"],
+        socket: SocketSimulator = SocketSimulator()
+    ) throws {
+        let json = JSONEventEncoder()
+        let table = VariantTable(encoders: [json])
+        kernel = Kernel(eventLoopGroup: loop, variants: table)
+        let variant = try #require(table.variant(forEncoder: "json"))
+        var queue = SendQueueConfiguration()
+        queue.maxMessages = sendQueue.maxMessages
+        queue.maxBytes = ConfigByteSize(bytes: sendQueue.maxBytes)
+        queue.policy = sendQueue.policy
+        let pipeline = EndpointPipeline(
+            path: "/ws", encoders: [.init(encoder: json, variant: variant)], topics: [TopicPattern.everything],
+            defaultSubscriptions: subscribe.compactMap { TopicPattern($0) }, filters: [],
+            heartbeatInterval: .seconds(0), heartbeatTimeout: .seconds(10),
+            maxMessageSize: 65536, maxSubscriptions: 128, maxMessageRate: maxMessageRate,
+            sendQueue: queue, mode: .pubsub, closeTimeout: .seconds(2)
+        )
+        runtime = EndpointRuntime(pipeline: pipeline)
+        self.socket = socket
+        channel = EmbeddedChannel(loop: loop)
+        let shard = try #require(kernel.shard(for: loop))
+        try channel.pipeline.syncOperations.addHandler(socket)
+        try channel.pipeline.syncOperations.addHandler(
+            WebSocketConnectionHandler(
+                runtime: runtime, choice: .init(encoder: json, variant: variant), variant: variant, compression: nil,
+                guards: [], principal: nil, shard: shard, logger: Logger(label: "test")
+            )
+        )
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+    }
+
+    func publish(_ count: Int, size: Int, topic: String = "metrics") {
+        let padding = String(repeating: "x", count: size)
+        for index in 0..<count {
+            kernel.publish(Event(topic: topic, type: "t", data: ["n": .int(Int64(index)), "pad": .string(padding)]))
+        }
+        loop.run()
+    }
+
+    func send(_ text: String) throws {
+        let frame = WebSocketFrame(fin: true, opcode: .text, maskKey: [1, 2, 3, 4], data: maskedBuffer(text, key: [1, 2, 3, 4]))
+        try channel.writeInbound(frame)
+    }
+
+    func maskedBuffer(_ text: String, key: WebSocketMaskingKey) -> ByteBuffer {
+        var buffer = ByteBuffer(string: text)
+        buffer.webSocketMask(key)
+        return buffer
+    }
+
+    /// The `n` values of the event frames written, in order.
+    func deliveredNumbers() -> [Int64] {
+        socket.frames().compactMap { frame -> Int64? in
+            guard frame.opcode == 1, let value = try? JSONParser.parse(frame.payload.readableBytesView) else { return nil }
+            guard value["type"]?.stringValue == "t", case .int(let n)? = value["data"]?["n"] else { return nil }
+            return n
+        }
+    }
+
+    func closeCodes() -> [UInt16] {
+        socket.frames().filter { $0.opcode == 8 }.compactMap { $0.payload.getInteger(at: $0.payload.readerIndex, as: UInt16.self) }
+    }
+}
+
+@Suite(.serialized) struct ConnectionHandlerTests {
+    /// The sequence that aborted the gateway: a client that stops reading and ~2,700 events
+    /// of 1 KB. Each write past the high-water mark fires `channelWritabilityChanged`
+    /// inside the write; with the old handler that re-entered the outbound state while it
+    /// was being mutated ("Simultaneous accesses … Fatal access conflict").
+    @Test func clientThatStopsReadingSurvivesTheHighWaterMark() throws {
+        let harness = try ConnectionHarness(socket: SocketSimulator(highWater: 64 * 1024, peerReads: false))
+        harness.publish(2_700, size: 1_000)
+        #expect(harness.channel.isActive)
+        #expect(!harness.channel.isWritable)
+        // drop_oldest kept the newest 1,024 frames (or fewer if the bytes bound hit first).
+        #expect(harness.kernel.counters.dropped.load(ordering: .relaxed) > 0)
+        // The peer reads again: the queue drains, in order, ending with the newest event.
+        harness.socket.peerReads = true
+        harness.socket.drain(context: try harness.channel.pipeline.syncOperations.context(handler: harness.socket))
+        harness.loop.run()
+        let delivered = harness.deliveredNumbers()
+        #expect(delivered.last == 2_699)
+        #expect(delivered == delivered.sorted())
+        _ = try harness.channel.finish(acceptAlreadyClosed: true)
+    }
+
+    /// A reading client and a batch of 20 KB events: large frames bypass the outbox and are
+    /// written from inside the offer; each can cross the high-water mark.
+    @Test func largeFramesAcrossTheHighWaterMarkWithAReadingClient() throws {
+        let harness = try ConnectionHarness(socket: SocketSimulator(highWater: 64 * 1024, peerReads: true))
+        harness.publish(10, size: 20_000)
+        harness.publish(1, size: 70_000)
+        #expect(harness.deliveredNumbers() == Array(0..<10) + [0])
+        #expect(harness.channel.isActive)
+        _ = try harness.channel.finish(acceptAlreadyClosed: true)
+    }
+
+    @Test func disconnectPolicyClosesWith1008() throws {
+        let harness = try ConnectionHarness(sendQueue: (16, 1 << 20, .disconnect), socket: SocketSimulator(highWater: 16 * 1024, peerReads: false))
+        harness.publish(200, size: 1_000)
+        #expect(harness.closeCodes() == [1008])
+        #expect(harness.runtime.refusals.count(.slowConsumerDisconnect) == 1)
+        _ = try harness.channel.finish(acceptAlreadyClosed: true)
+    }
+
+    /// A write error in the middle of a write closes the channel from inside the write:
+    /// `channelInactive` tears the handler down while it is delivering.
+    @Test func writeErrorInTheMiddleOfAWrite() throws {
+        let socket = SocketSimulator(highWater: 1 << 20, peerReads: true)
+        socket.failOnWrite = 3
+        let harness = try ConnectionHarness(socket: socket)
+        harness.publish(50, size: 5_000)
+        #expect(!harness.channel.isActive)
+        #expect(harness.runtime.connections.load(ordering: .relaxed) == 0)
+        _ = try? harness.channel.finish(acceptAlreadyClosed: true)
+    }
+
+    /// 3,000 pings from a client that never reads: pongs go through the bounded queue, and
+    /// reading stops while the socket is unwritable.
+    @Test func pingBurstFromAClientThatNeverReadsStaysBounded() throws {
+        let harness = try ConnectionHarness(sendQueue: (64, 1 << 20, .dropOldest), socket: SocketSimulator(highWater: 8 * 1024, peerReads: false))
+        for _ in 0..<3_000 {
+            try harness.channel.writeInbound(WebSocketFrame(fin: true, opcode: .ping, maskKey: [1, 2, 3, 4], data: ByteBuffer(string: "0123456789")))
+            try harness.send(#"{"type":"ping"}"#)
+        }
+        harness.loop.run()
+        #expect(harness.channel.isActive)
+        // What reached the "socket" is bounded by the high-water mark plus one flush round.
+        #expect(harness.socket.pending < 8 * 1024 + OutboundStateMachine.outboxLimit + 1024)
+        // The channel asked to read while unwritable: the handler held the read back.
+        let readsBefore = harness.socket.reads
+        harness.channel.read()
+        #expect(harness.socket.reads == readsBefore)
+        _ = try harness.channel.finish(acceptAlreadyClosed: true)
+    }
+
+    @Test func readingResumesWhenTheSocketDrains() throws {
+        let socket = SocketSimulator(highWater: 4 * 1024, peerReads: false)
+        let harness = try ConnectionHarness(socket: socket)
+        harness.publish(20, size: 1_000)
+        #expect(!harness.channel.isWritable)
+        let before = socket.reads
+        harness.channel.read()
+        #expect(socket.reads == before)
+        socket.drain(context: try harness.channel.pipeline.syncOperations.context(handler: socket))
+        #expect(socket.reads == before + 1)
+        _ = try harness.channel.finish(acceptAlreadyClosed: true)
+    }
+
+    @Test func messageRateCountsControlFrames() throws {
+        let harness = try ConnectionHarness(maxMessageRate: 10)
+        for _ in 0..<100 {
+            try harness.channel.writeInbound(WebSocketFrame(fin: true, opcode: .ping, maskKey: [1, 2, 3, 4], data: ByteBuffer()))
+        }
+        harness.loop.run()
+        #expect(harness.closeCodes() == [1008])
+        #expect(harness.runtime.refusals.count(.messageRate) == 1)
+        _ = try harness.channel.finish(acceptAlreadyClosed: true)
+    }
+
+    @Test func tenThousandSubscribesOnOneConnection() throws {
+        let harness = try ConnectionHarness(socket: SocketSimulator(highWater: 64 * 1024, peerReads: false))
+        for index in 0..<10_000 {
+            try harness.send(#"{"type":"subscribe","data":"topic-\#(index % 300)"}"#)
+        }
+        harness.loop.run()
+        #expect(harness.channel.isActive)
+        _ = try harness.channel.finish(acceptAlreadyClosed: true)
+    }
+}
