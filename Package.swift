@@ -155,6 +155,18 @@ let package = Package(
             swiftSettings: [.swiftLanguageMode(.v5)]
         ),
 
+        // MARK: fuzzing (scripts/fuzz.sh, Docs/fuzzing.md)
+        .executableTarget(
+            name: "SwitchboardFuzz",
+            dependencies: [
+                "SwitchboardCore", "SwitchboardConfig", "SwitchboardKernel", "SwitchboardRedis",
+                "JSONPlugin", "MessagePackPlugin", "WebhookPlugin",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            path: "Fuzz/Sources",
+            swiftSettings: swiftSettings
+        ),
+
         // MARK: plugins (one library target each; `path:` because top-level Plugins/ is SwiftPM's default for package plugins)
         .target(
             name: "JSONPlugin",

@@ -25,7 +25,7 @@ let fuzzTargets: [FuzzTarget] = [
     FuzzTarget(name: "inflate", summary: "Inflater output limit; Deflater → Inflater round trip") { fuzzInflate($0) },
     FuzzTarget(name: "config", summary: "ConfigurationLoader.load(yaml:file:) with the json encoder and webhook source") { fuzzConfig($0) },
     FuzzTarget(name: "deflate-offer", summary: "Sec-WebSocket-Extensions offers: PerMessageDeflate.parseOffers/negotiate") { fuzzDeflateOffer($0) },
-    FuzzTarget(name: "websocket-frames", summary: "WebSocketInboundStateMachine (not written yet)") { fuzzWebSocketFrames($0) },
+    FuzzTarget(name: "websocket-frames", summary: "client frames through WebSocketInboundStateMachine: reassembly, limits, inflate, UTF-8, close handshake") { fuzzWebSocketFrames($0) },
 ]
 
 /// The target named by `SWITCHBOARD_FUZZ_TARGET`, looked up once; any other value prints

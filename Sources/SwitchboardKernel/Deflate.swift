@@ -101,10 +101,15 @@ public final class Inflater {
     private static let tail: [UInt8] = [0x00, 0x00, 0xFF, 0xFF]
 
     /// Inflates one message's payload; stops as soon as the output would pass `limit`.
+    ///
+    /// A message may end its deflate stream (a final block, RFC 7692 §7.2.3.4): the stream
+    /// is then reset for the next message, and bytes after the end are refused as corrupt,
+    /// except the `00 00 ff ff` tail this method appends itself.
     public func inflate(_ input: ByteBuffer, limit: Int, resetAfter: Bool) throws(InflateError) -> ByteBuffer {
         var output = ByteBuffer()
         var failure: InflateError?
-        for chunk in [Array(input.readableBytesView), Self.tail] where failure == nil {
+        var streamEnded = false
+        for (index, chunk) in [Array(input.readableBytesView), Self.tail].enumerated() where failure == nil && !streamEnded {
             chunk.withUnsafeBufferPointer { source in
                 stream.next_in = UnsafeMutablePointer(mutating: source.baseAddress)
                 stream.avail_in = uInt(source.count)
@@ -123,11 +128,14 @@ public final class Inflater {
                     }
                     if output.readableBytes > limit {
                         failure = .tooLarge
+                    } else if status == Z_STREAM_END {
+                        streamEnded = true
+                        // Data of the message itself after the end of its stream is corrupt.
+                        if index == 0 && stream.avail_in > 0 { failure = .corrupt }
+                        break
                     } else if status == Z_BUF_ERROR && stream.avail_out > 0 {
                         break  // needs more input than this chunk has
-                    } else if status != Z_OK && status != Z_BUF_ERROR && status != Z_STREAM_END {
-                        failure = .corrupt
-                    } else if status == Z_STREAM_END && stream.avail_in > 0 {
+                    } else if status != Z_OK && status != Z_BUF_ERROR {
                         failure = .corrupt
                     }
                 }
@@ -139,7 +147,7 @@ public final class Inflater {
             inflateReset(&stream)
             throw failure
         }
-        if resetAfter { inflateReset(&stream) }
+        if resetAfter || streamEnded { inflateReset(&stream) }
         return output
     }
 }

@@ -128,13 +128,16 @@ public enum PerMessageDeflate {
         let mode: Mode = serverNoContextTakeover ? .shared : policy.mode
         let noTakeover = mode == .shared
         // Without client_max_window_bits in the offer the client may use 15 bits.
-        let clientBits = clientBitsOffered ? max(9, min(policy.clientWindowBits, clientBitsLimit)) : 15
+        // The answer never exceeds what the client offered (RFC 7692 §7.1.2.2), even 8; our
+        // inflater uses at least 9 bits, which reads any stream made with a smaller window.
+        let announcedClientBits = min(policy.clientWindowBits, clientBitsLimit)
+        let clientBits = clientBitsOffered ? max(9, announcedClientBits) : 15
 
         var response = "permessage-deflate"
         if noTakeover { response += "; server_no_context_takeover" }
         if clientNoContextTakeover { response += "; client_no_context_takeover" }
         if requestedServerBits != nil || serverBits < 15 { response += "; server_max_window_bits=\(serverBits)" }
-        if clientBitsOffered { response += "; client_max_window_bits=\(clientBits)" }
+        if clientBitsOffered { response += "; client_max_window_bits=\(announcedClientBits)" }
         return Agreement(
             mode: mode,
             serverWindowBits: serverBits,

@@ -19,9 +19,20 @@ public final class ConnectionLimiter: Sendable {
     private let open = Atomic<Int>(0)
     private let perIP = Mutex<[String: Int]>([:])
 
-    /// Why a socket was refused.
-    public enum Refused: Error, Equatable {
+    /// Sockets admitted past `maxConnections` that may only ask for `/healthz` (everything
+    /// else gets 503): an orchestrator's liveness probe still gets an answer while the
+    /// gateway is full. Taken from ``reservedFiles`` when the limit is derived.
+    public static let healthHeadroom = 16
+
+    /// What a socket may do.
+    public enum Admission: Equatable {
+        /// Anything.
+        case admitted
+        /// Only health and readiness probes (the gateway is at `maxConnections`).
+        case probesOnly
+        /// Nothing: too many connections overall (beyond the probe headroom).
         case tooManyConnections
+        /// Nothing: too many from this address.
         case tooManyFromAddress
     }
 
@@ -42,14 +53,16 @@ public final class ConnectionLimiter: Sendable {
     /// Open sockets now.
     public var openConnections: Int { open.load(ordering: .relaxed) }
 
-    /// Admits a socket from `address` (nil when unknown), or says why not.
-    public func admit(_ address: String?) -> Refused? {
+    /// Admits a socket from `address` (nil when unknown), or says why not. Anything but
+    /// `.tooManyConnections` and `.tooManyFromAddress` must be released once.
+    public func admit(_ address: String?) -> Admission {
         let total = open.add(1, ordering: .relaxed).newValue
-        if total > maxConnections {
+        if total > maxConnections + Self.healthHeadroom {
             open.subtract(1, ordering: .relaxed)
             return .tooManyConnections
         }
-        guard maxConnectionsPerIP > 0, let address else { return nil }
+        let admission: Admission = total > maxConnections ? .probesOnly : .admitted
+        guard maxConnectionsPerIP > 0, let address else { return admission }
         let admitted = perIP.withLock { counts -> Bool in
             let current = counts[address, default: 0]
             guard current < maxConnectionsPerIP else { return false }
@@ -60,7 +73,7 @@ public final class ConnectionLimiter: Sendable {
             open.subtract(1, ordering: .relaxed)
             return .tooManyFromAddress
         }
-        return nil
+        return admission
     }
 
     /// Releases an admitted socket.

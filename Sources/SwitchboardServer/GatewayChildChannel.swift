@@ -12,6 +12,14 @@ import SwitchboardConfig
 import SwitchboardCore
 import SwitchboardKernel
 
+/// Closes a socket whose request was not read to the end: the output first, so the answer
+/// and a FIN reach the client, then the whole socket a moment later. Closing at once with
+/// unread input sends a reset, which can destroy the answer in the client's buffer.
+func lingeringClose(_ channel: any Channel) {
+    channel.close(mode: .output, promise: nil)
+    channel.eventLoop.scheduleTask(in: .milliseconds(250)) { channel.close(promise: nil) }
+}
+
 /// The child channel of the gateway's one port: HTTP/1.1 handled by Hummingbird, and
 /// WebSocket upgrades on configured endpoint paths handed to ``WebSocketConnectionHandler``.
 ///
@@ -24,6 +32,8 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
         case websocket(any Channel)
         case notUpgraded(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>)
         case refused(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>, UpgradeRefusal)
+        /// Admitted past `max_connections`: answers `/healthz` only.
+        case probesOnly(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>)
     }
 
     /// An HTTP answer to a refused upgrade.
@@ -93,17 +103,25 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         let address = channel.remoteAddress?.ipAddress
         let limits = self.limits
-        if let refused = limits.connections.admit(address) {
-            let kind: Refusal = refused == .tooManyConnections ? .maxConnections : .maxConnectionsPerIP
+        let admission = limits.connections.admit(address)
+        switch admission {
+        case .tooManyConnections, .tooManyFromAddress:
+            let kind: Refusal = admission == .tooManyConnections ? .maxConnections : .maxConnectionsPerIP
             limits.refusals.record(kind)
             Self.refuseRaw(channel, status: "503 Service Unavailable", code: kind.name, message: "the gateway holds as many connections as it allows; retry later")
             // A failed initializer would reach the server channel's error path; the accept
             // loop must not see this refusal at all.
             return channel.eventLoop.makeSucceededFuture(Value(upgradeResult: channel.eventLoop.makeFailedFuture(ConnectionRefused()), channel: channel))
+        case .probesOnly:
+            limits.refusals.record(.maxConnections)
+        case .admitted:
+            break
         }
+        let probesOnly = admission == .probesOnly
         channel.closeFuture.whenComplete { _ in limits.connections.release(address) }
         // Until the request head (or the upgrade) is complete; cancelled by either.
-        let handshakeTimer = channel.eventLoop.scheduleTask(in: limits.handshakeTimeout) {
+        // A probe-only socket gets one second: silent sockets must not hold the probe headroom.
+        let handshakeTimer = channel.eventLoop.scheduleTask(in: probesOnly ? min(limits.handshakeTimeout, .seconds(1)) : limits.handshakeTimeout) {
             limits.refusals.record(.handshakeTimeout)
             channel.close(promise: nil)
         }
@@ -124,7 +142,11 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
                 maxFrameSize: self.maxFrameSize,
                 enableAutomaticErrorHandling: false,
                 shouldUpgrade: { channel, head in
-                    Self.decide(head: head, channel: channel, endpoints: endpoints, kernel: kernel, admission: admission, refusal: refusal)
+                    if probesOnly {
+                        refusal.value = UpgradeRefusal(status: 503, code: "max_connections", message: "the gateway holds as many connections as it allows; retry later", retryAfter: 1)
+                        return channel.eventLoop.makeSucceededFuture(nil)
+                    }
+                    return Self.decide(head: head, channel: channel, endpoints: endpoints, kernel: kernel, admission: admission, refusal: refusal)
                 },
                 upgradePipelineHandler: { channel, _ in
                     handshakeTimer.cancel()
@@ -170,6 +192,7 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
                         if let refused = refusal.value {
                             return UpgradeResult.refused(asyncChannel, refused)
                         }
+                        if probesOnly { return UpgradeResult.probesOnly(asyncChannel) }
                         return UpgradeResult.notUpgraded(asyncChannel)
                     }
                 }
@@ -199,7 +222,7 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
         if let retryAfter { response.writeString("Retry-After: \(retryAfter)\r\n") }
         response.writeStaticString("\r\n")
         response.writeBuffer(&body)
-        channel.writeAndFlush(response).whenComplete { _ in channel.close(promise: nil) }
+        channel.writeAndFlush(response).whenComplete { _ in lingeringClose(channel) }
     }
 
     /// Matches the endpoint, negotiates the encoder and runs the filter chain.
@@ -349,6 +372,8 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
                 await handleHTTP(asyncChannel: http, logger: logger)
             case .refused(let http, let refusal):
                 await writeRefusal(refusal, on: http)
+            case .probesOnly(let http):
+                await serveProbesOnly(http, logger: logger)
             }
         } catch let error as ChannelError where error == .inputClosed {
             logger.trace("connection closed before the request completed")
@@ -356,6 +381,36 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
             return
         } catch {
             logger.debug("upgrade failed", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// At `max_connections`: one request; `/healthz` answers 200 (the process is alive),
+    /// everything else 503, `/readyz` included; then the socket closes.
+    private func serveProbesOnly(_ http: NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>, logger: Logger) async {
+        var path: String?
+        do {
+            try await http.executeThenClose { inbound, outbound in
+                for try await part in inbound {
+                    if case .head(let head) = part { path = head.path.map { String($0.split(separator: "?").first ?? "") } }
+                    if case .end = part { break }
+                }
+                // /readyz answers 503 here, truthfully: this instance takes no more clients.
+                let probe = path == "/healthz"
+                var body = ByteBuffer()
+                if probe {
+                    body.writeString(#"{"status":"ok","note":"at max_connections"}"# + "\n")
+                } else {
+                    JSONWriter.write(["error": ["code": "max_connections", "message": "the gateway holds as many connections as it allows; retry later"]], into: &body)
+                }
+                let headers: HTTPFields = [.connection: "close", .contentType: "application/json", .contentLength: String(body.readableBytes)]
+                try await outbound.write(contentsOf: [
+                    .head(HTTPResponse(status: probe ? .ok : .serviceUnavailable, headerFields: headers)),
+                    .body(body),
+                    .end(nil),
+                ])
+            }
+        } catch {
+            logger.trace("probe-only connection failed", metadata: ["error": "\(error)"])
         }
     }
 

@@ -38,6 +38,6 @@ final class HTTPParseErrorResponder: ChannelInboundHandler, RemovableChannelHand
             context.close(promise: nil)
             return
         }
-        writer.writeAndFlush(NIOAny(response)).whenComplete { _ in channel.close(promise: nil) }
+        writer.writeAndFlush(NIOAny(response)).whenComplete { _ in lingeringClose(channel) }
     }
 }

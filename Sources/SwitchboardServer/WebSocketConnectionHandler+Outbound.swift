@@ -58,16 +58,21 @@ extension WebSocketConnectionHandler {
         }
     }
 
+    /// Hands a full outbox or a large frame to the socket and flushes at once: without the
+    /// flush, NIO would hold the bytes until the flush round, so a burst of one loop tick
+    /// could pass the high-water mark and queue (or, under `disconnect`, close) even a
+    /// client that reads as fast as it can. 64 KiB per write keeps the syscalls few.
     private func write(_ writes: OutboundStateMachine.Writes, to output: ChannelHandlerContext) {
         switch writes {
         case .none:
-            break
+            return
         case .one(let buffer):
             output.write(NIOAny(buffer), promise: nil)
         case .two(let first, let second):
             output.write(NIOAny(first), promise: nil)
             output.write(NIOAny(second), promise: nil)
         }
+        output.flush()
     }
 
     /// A control frame or echo of this connection's own, sent with the next flush round.

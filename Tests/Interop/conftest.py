@@ -67,7 +67,7 @@ class Gateway:
             return json.load(response)
 
 
-def start_gateway(config_text, env_extra=None, name="gateway"):
+def start_gateway(config_text, env_extra=None, name="gateway", preexec_fn=None):
     """Starts the release binary with `config_text` on a free loopback port; returns a
     Gateway once it logs its address. Call `stop_gateway` when done."""
     binary = os.environ.get("SWITCHBOARD_BINARY", str(ROOT / ".build/release/switchboard"))
@@ -79,7 +79,7 @@ def start_gateway(config_text, env_extra=None, name="gateway"):
     with open(log, "w") as output:
         process = subprocess.Popen(
             [binary, "run", str(config), "--host", "127.0.0.1", "--port", "0"],
-            stdout=output, stderr=subprocess.STDOUT, env=env,
+            stdout=output, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec_fn,
         )
     address = None
     for _ in range(400):

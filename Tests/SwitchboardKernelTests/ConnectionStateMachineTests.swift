@@ -196,6 +196,19 @@ import Testing
         #expect(fresh.received(Machine.Frame(opcode: 1, rsv1: true, payload: small)) == .message(text: true, payload: ByteBuffer(string: "hello")))
         #expect(fresh.received(Machine.Frame(opcode: 1, rsv1: true, payload: ByteBuffer(bytes: [0xFF, 0xFF, 0xFF]))) == .fail(code: 1007, reason: "invalid compressed data"))
     }
+
+    /// A message that ends its deflate stream (BFINAL, RFC 7692 §7.2.3.4), as Python's
+    /// `zlib.compressobj(6, DEFLATED, -15)` with a final flush makes it: accepted, twice in a
+    /// row (the stream is reset after its end). Found by the fuzz target's seed.
+    @Test func inflatesAMessageWithAFinalBlock() {
+        let hello = ByteBuffer(bytes: [0xCB, 0x48, 0xCD, 0xC9, 0xC9, 0x07, 0x00])
+        var inbound = Machine(maxMessageSize: 100, decompression: InboundDecompression(windowBits: 15, noContextTakeover: false))
+        #expect(inbound.received(Machine.Frame(opcode: 1, rsv1: true, payload: hello)) == .message(text: true, payload: ByteBuffer(string: "hello")))
+        #expect(inbound.received(Machine.Frame(opcode: 1, rsv1: true, payload: hello)) == .message(text: true, payload: ByteBuffer(string: "hello")))
+        var trailing = hello
+        trailing.writeBytes([0x01, 0x02])
+        #expect(inbound.received(Machine.Frame(opcode: 1, rsv1: true, payload: trailing)) == .fail(code: 1007, reason: "invalid compressed data"))
+    }
 }
 
 @Suite struct ClientSessionTests {

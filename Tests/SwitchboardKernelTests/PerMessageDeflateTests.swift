@@ -15,6 +15,8 @@ import Testing
         ("permessage-deflate; client_max_window_bits", "permessage-deflate; server_no_context_takeover; client_max_window_bits=12"),
         ("permessage-deflate; client_max_window_bits=10", "permessage-deflate; server_no_context_takeover; client_max_window_bits=10"),
         ("permessage-deflate; client_max_window_bits=\"10\"", "permessage-deflate; server_no_context_takeover; client_max_window_bits=10"),
+        // Never more than the client offered (RFC 7692 §7.1.2.2), even 8.
+        ("permessage-deflate; client_max_window_bits=8", "permessage-deflate; server_no_context_takeover; client_max_window_bits=8"),
         ("permessage-deflate; server_max_window_bits=9", "permessage-deflate; server_no_context_takeover; server_max_window_bits=9"),
         ("permessage-deflate; server_max_window_bits=15", "permessage-deflate; server_no_context_takeover; server_max_window_bits=15"),
         ("permessage-deflate; client_no_context_takeover; server_no_context_takeover",
