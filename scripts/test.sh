@@ -3,9 +3,11 @@
 # need an optimized server), then runs
 #   1. the Swift unit, plugin, integration and command-line tests, the fan-out
 #      micro-benchmark and the load harness (Benchmarks/bench.py) as smoke checks,
-#   2. interop tests with clients nobody here wrote (Python websockets and msgpack,
-#      headless Chromium),
-#   3. the Autobahn TestSuite, without compression and with both deflate modes.
+#   2. every fuzz target: its seeds and regressions replayed, then 20 s of libFuzzer each,
+#   3. interop tests with clients nobody here wrote (Python websockets and msgpack,
+#      headless Chromium) and hostile clients on real sockets,
+#   4. the short soak and chaos run (Benchmarks/soak.py --short),
+#   5. the Autobahn TestSuite, without compression and with both deflate modes.
 # All traffic stays on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,5 +21,10 @@ swift test -c release --skip-build
 # split over 2 coordinated load generator processes; fails on any loss (no timing claims).
 python3 Benchmarks/bench.py a d --servers switchboard --scale 0.01 --loadgen-processes 2 --check \
     --out "$(mktemp -t switchboard-bench-XXXXXX.jsonl)"
+# Fuzz targets: seeds and saved crash inputs through the plain build, then libFuzzer.
+for target in json client-message msgpack resp inflate config deflate-offer websocket-frames; do
+    SWITCHBOARD_FUZZ_TARGET=$target .build/release/SwitchboardFuzz "Fuzz/corpus/$target" "Fuzz/regressions/$target"
+done
+scripts/fuzz.sh all 20
 python3 -m pytest -q -p no:cacheprovider Tests/Interop
 scripts/autobahn.sh .build/release/switchboard

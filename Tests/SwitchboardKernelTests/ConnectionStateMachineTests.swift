@@ -87,9 +87,8 @@ import Testing
 
     /// Seeded random operations against a model: order kept, bounds never exceeded.
     @Test func randomOperationsKeepOrderAndBounds() {
-        let seed = UInt64.random(in: 0...UInt64.max)
-        print("OutboundStateMachineTests.randomOperationsKeepOrderAndBounds seed=\(seed)")
-        var random = SeededRandom(seed: seed)
+        var random = SeededRandom.forTest("OutboundStateMachineTests.randomOperationsKeepOrderAndBounds")
+        let seed = random.seed
         var outbound = machine(maxMessages: 8, maxBytes: 40_000, policy: .dropOldest)
         var written: [UInt32] = []
         var next: UInt32 = 0
@@ -289,15 +288,3 @@ import Testing
     }
 }
 
-/// SplitMix64: a small seeded generator so random tests can be replayed from their seed.
-struct SeededRandom: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}

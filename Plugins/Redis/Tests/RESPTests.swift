@@ -66,7 +66,7 @@ import Testing
 
     /// Random bytes and mutated valid replies never trap.
     @Test func neverTrapsOnRandomBytes() {
-        var generator = SystemRandomNumberGenerator()
+        var generator = SeededRandom.forTest("RESPTests.neverTrapsOnRandomBytes")
         let alphabet = Array("+-:$*_#,(=!%~>|\r\n0123456789-abc".utf8)
         let valid = Array(Self.vectors.map(\.0).joined().utf8)
         for round in 0..<20_000 {
