@@ -113,6 +113,17 @@ import Testing
         #expect(await decide(Self.hs256(#"{"sub":"a","exp":\#(exp),"topics":"x"}"#)) == .deny(status: 401, reason: "invalid topics claim"))
     }
 
+    /// A validly signed token chooses its own `exp`: values far in the future trapped the
+    /// conversion to Int64 (9.3e18) and the handler's milliseconds (1e16). They mean "no
+    /// expiry here" now; JSON numbers past Int64 arrive as doubles.
+    @Test(arguments: ["10000000000000000", "9300000000000000000", "1e300", "1.7976931348623157e308"])
+    func farFutureExpiryDoesNotTrap(exp: String) async throws {
+        let checker = try await filter("keys: [{algorithm: HS256, secret: \(Self.secret)}]")
+        let token = Self.hs256(#"{"sub":"a","exp":\#(exp)}"#)
+        let decision = await checker.admit(UpgradeRequest(path: "/ws", query: [], headers: [("Authorization", "Bearer \(token)")], remoteAddress: nil), principal: nil)
+        #expect(decision == .admit(Principal(identity: "a", expiresAt: nil)))
+    }
+
     @Test func observeModeAdmitsAndCounts() async throws {
         let denials = FilterDenials(filter: "jwt", endpoint: "/ws", logger: Logger(label: "test"))
         let checker = try await JWTFilter.build(
