@@ -65,22 +65,31 @@ DEFAULT_MIX = {
     "readers": 0.15, "slow": 0.06, "silent": 0.06, "halfclose": 0.04,
     "reset": 0.05, "reconnect": 0.04, "garbage": 0.05, "idle": 0.55,
 }
-# kind: (relative weight, the outcome that counts as right, or None = anything goes)
+# kind: (relative weight, the outcomes that count as right, or None = anything goes).
+# An outcome "X_after_..." counts as "X". The floods may also be cut off with 1008 when
+# the endpoint limits the client message rate (`max_message_rate`, "message rate exceeded").
 GARBAGE_KINDS = {
-    "http_garbage": (1.0, None),          # random bytes instead of an HTTP request
-    "frame_garbage": (1.0, None),         # random bytes after the upgrade
-    "unmasked": (1.0, "close:1002"),
-    "bad_opcode": (1.0, "close:1002"),
-    "rsv_bits": (0.5, "close:1002"),
-    "bad_close_code": (0.5, "close:1002"),
-    "bad_utf8": (1.0, "close:1007"),
-    "oversized_frame": (1.0, "close:1009"),
-    "oversized_fragmented": (1.0, "close:1009"),
-    "bad_json": (1.0, "ok"),              # error replies, the connection stays open
-    "ping_burst": (0.3, "ok"),            # 3,000 {"type":"ping"} in one write: 3,000 pongs
-    "subscribe_flood": (0.3, "ok"),       # 2,000 subscribes: 128 subscribed, the rest refused
-    "ping_flood": (0.3, "ok"),            # 2,000 WebSocket pings in one write: 2,000 pongs
+    "http_garbage": (1.0, ("http_400", "eof")),   # random bytes instead of an HTTP request
+    "frame_garbage": (1.0, None),                 # random bytes after the upgrade
+    "unmasked": (1.0, ("close:1002",)),
+    "bad_opcode": (1.0, ("close:1002",)),
+    "rsv_bits": (0.5, ("close:1002",)),
+    "bad_close_code": (0.5, ("close:1002",)),
+    "bad_utf8": (1.0, ("close:1007",)),
+    "oversized_frame": (1.0, ("close:1009",)),
+    "oversized_fragmented": (1.0, ("close:1009",)),
+    "bad_json": (1.0, ("ok",)),                    # error replies, the connection stays open
+    "ping_burst": (0.3, ("ok", "close:1008")),     # 3,000 {"type":"ping"} in one write: 3,000 pongs
+    "subscribe_flood": (0.3, ("ok", "close:1008")),  # 2,000 subscribes: 128 subscribed, the rest refused
+    "ping_flood": (0.3, ("ok", "close:1008")),     # 2,000 WebSocket pings in one write: 2,000 pongs
+    # 3,000 {"type":"ping"} and 2,000 WebSocket pings without reading the answers for 5 s
+    # (the server must not die; it may keep or drop the connection).
+    "ping_burst_unread": (0.3, ("ok", "close:1008", "eof", "reset")),
 }
+
+
+def outcome_matches(outcome, accepted):
+    return any(outcome == value or outcome.startswith(value + "_") for value in accepted)
 MAX_SUBSCRIPTIONS = 128                   # the endpoints' max_subscriptions in soak.yaml
 MAX_MESSAGE_SIZE = 64 * 1024              # the endpoints' max_message_size in soak.yaml
 
@@ -346,6 +355,20 @@ def text_frame(obj, rng):
     return client_frame(0x1, json.dumps(obj, separators=(",", ":")).encode(), rng)
 
 
+def close_text(payload, reasons=None, behaviour=""):
+    """'close:<code>' for a close frame's payload; counts '<code> <reason>' in `reasons`."""
+    if len(payload) < 2:
+        code = "empty"
+    else:
+        code = struct.unpack("!H", payload[:2])[0]
+    if reasons is not None:
+        reasons["%s %s %s" % (behaviour, code, payload[2:].decode("utf-8", "replace"))] += 1
+    return "close:%s" % code
+
+
+CLOSE_REASONS = collections.Counter()
+
+
 def close_frame(code, rng, reason=b""):
     return client_frame(0x8, struct.pack("!H", code) + reason, rng)
 
@@ -578,6 +601,11 @@ class Harness:
         self.outage_webhook_deliveries = 0
         self.outages = []              # [t_kill, t_restart or None]
         self.harness_errors = collections.Counter()
+        self.upgrade_latency = []
+        self.listen_backlog = None
+        self.listen_queue_max = 0
+        self.listen_queue_full_samples = 0
+        self.garbage_examples = collections.defaultdict(set)
         self.notes = []
 
     # events live in the loop
@@ -604,7 +632,8 @@ class Harness:
         except OSError:
             pass
 
-    async def open_socket(self, behaviour, rcvbuf=None, timeout=5.0):
+    async def open_socket(self, behaviour, rcvbuf=None, timeout=None):
+        timeout = timeout or self.args.connect_timeout
         counters = self.counters[behaviour]
         waited = 0.0
         while len(self.sockets) >= self.args.max_sockets:
@@ -636,9 +665,11 @@ class Harness:
         counters["connected"] += 1
         return sock
 
-    async def connect_ws(self, behaviour, path, rng, rcvbuf=None, deflate=False, timeout=5.0):
+    async def connect_ws(self, behaviour, path, rng, rcvbuf=None, deflate=False, timeout=None):
         """TCP connect and upgrade; None (counted) if either fails."""
+        timeout = timeout or self.args.connect_timeout
         counters = self.counters[behaviour]
+        started = now()
         try:
             sock = await self.open_socket(behaviour, rcvbuf=rcvbuf, timeout=timeout)
         except asyncio.CancelledError:
@@ -661,6 +692,8 @@ class Harness:
             return None
         counters["upgraded"] += 1
         counters["endpoint:" + path] += 1
+        if len(self.upgrade_latency) < 200000:
+            self.upgrade_latency.append(now() - started)
         if ws.compressed:
             counters["deflate_negotiated"] += 1
         return ws
@@ -895,6 +928,50 @@ async def monitor_stats(h):
         except Exception as error:
             h.harness_errors["stats:" + error_name(error)] += 1
         await asyncio.sleep(max(0.0, 5.0 - (now() - started)))
+
+
+def netstat_counters():
+    """System-wide TcpExt counters about the accept queue (other processes count too)."""
+    wanted = ("ListenOverflows", "ListenDrops")
+    try:
+        with open("/proc/net/netstat") as netstat:
+            lines = netstat.read().splitlines()
+    except OSError:
+        return {}
+    for names, values in zip(lines[::2], lines[1::2]):
+        if names.startswith("TcpExt:"):
+            pairs = dict(zip(names.split()[1:], values.split()[1:]))
+            return {name: int(pairs[name]) for name in wanted if name in pairs}
+    return {}
+
+
+async def listen_queue(h):
+    """(accept queue length, backlog) of the gateway's listening socket, from `ss`."""
+    if not shutil.which("ss"):
+        return None
+    try:
+        process = await asyncio.create_subprocess_exec(
+            "ss", "-ltnH", "sport = :%d" % h.address[1],
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+        output, _ = await asyncio.wait_for(process.communicate(), 5.0)
+    except (OSError, asyncio.TimeoutError):
+        return None
+    for line in output.decode().splitlines():
+        fields = line.split()
+        if len(fields) >= 4 and fields[0] == "LISTEN":
+            return int(fields[1]), int(fields[2])
+    return None
+
+
+async def monitor_listen_queue(h):
+    while h.death is None:
+        queue = await listen_queue(h)
+        if queue:
+            h.listen_backlog = queue[1]
+            h.listen_queue_max = max(h.listen_queue_max, queue[0])
+            if queue[0] >= queue[1]:
+                h.listen_queue_full_samples += 1
+        await asyncio.sleep(1.0)
 
 
 async def monitor_loop_lag(h):
@@ -1138,15 +1215,17 @@ async def chaos(h, rng):
         # Publish webhook events as usual and try Redis (refused) while it is down.
         h.redis_paused = False
         await asyncio.sleep(args.redis_down)
+        spawned = now()
         start_redis(h)
         if not await wait_redis(h, 10.0):
             h.note("chaos: redis-server did not come back")
             record["error"] = "redis-server did not restart"
             return
-        restarted = now()
+        restarted = spawned           # the gateway may reconnect before our own PING gets through
         h.redis_up = True
         outage[1] = restarted
         record["restarted_at_s"] = h.t(restarted)
+        record["accepting_after_s"] = round(now() - spawned, 3)
         h.note("chaos: redis-server restarted on port %d" % h.redis_port)
         # Wait for /readyz to say ready (the readyz monitor's samples are the evidence).
         deadline = restarted + args.ready_timeout
@@ -1245,7 +1324,7 @@ async def reader_session(h, index, rng, churn):
                 elif opcode == 0x9:
                     replies.append(client_frame(0xA, payload, rng))
                 elif opcode == 0x8:
-                    code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+                    code = close_text(payload, CLOSE_REASONS, "readers").split(":")[1]
                     ws.close_code = code
                     session.end = "unexpected:close_%s" % code
                     counters["server_close:%s" % code] += 1
@@ -1341,7 +1420,7 @@ async def close_handshake(h, ws, rng, counters, code=1000):
                 return
             for opcode, payload in ws.messages():
                 if opcode == 0x8:
-                    answer = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else "empty"
+                    answer = close_text(payload, CLOSE_REASONS, ws.behaviour + " answer").split(":")[1]
                     counters["close_answer:%s" % answer] += 1
                     return
         counters["close_answer:timeout"] += 1
@@ -1364,7 +1443,7 @@ async def drain_for_close(ws, seconds, size=65536):
             try:
                 for opcode, payload in ws.messages():
                     if opcode == 0x8:
-                        return "close:%s" % (struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else "empty")
+                        return close_text(payload, CLOSE_REASONS, ws.behaviour)
             except (zlib.error, FrameError):
                 return "bad_frame"
         return "open"
@@ -1384,15 +1463,18 @@ async def slow_slot(h, index, rng):
             await h.nap(1.0, h.stop_clients)
             continue
         outcome = None
+        last_seq = {}
         try:
-            topics = [BIG_TOPIC] + rng.sample(BUSY_TOPICS, rng.randint(2, 5))
+            topics = [BIG_TOPIC, "soak:w*"] + rng.sample(BATCH_TOPICS + REDIS_TOPICS, 2)
             await ws.send(b"".join(text_frame({"type": "subscribe", "data": t}, rng) for t in topics))
-            end = now() + rng.uniform(10, 40)
+            end = now() + rng.uniform(20, 90)
             next_keepalive = now() + 2.0
             while now() < end and not h.stop_clients.is_set():
                 await h.nap(rng.uniform(0.2, 2.0), h.stop_clients)
                 try:
-                    if await ws.recv(rng.choice([512, 1024, 4096]), timeout=0.2) == 0:
+                    got = await ws.recv(rng.choice([512, 1024, 4096]), timeout=0.2)
+                    counters["bytes_read"] += got
+                    if got == 0:
                         outcome = "eof"
                         break
                 except asyncio.TimeoutError:
@@ -1400,8 +1482,10 @@ async def slow_slot(h, index, rng):
                 try:
                     for opcode, payload in ws.messages():
                         if opcode == 0x8:
-                            outcome = "close:%s" % (struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else "empty")
-                except (zlib.error, FrameError):
+                            outcome = close_text(payload, CLOSE_REASONS, ws.behaviour)
+                        elif opcode == 0x1:
+                            count_slow_event(payload, last_seq, counters, endpoint)
+                except (zlib.error, FrameError, ValueError):
                     outcome = "bad_frame"
                 if outcome:
                     break
@@ -1420,6 +1504,20 @@ async def slow_slot(h, index, rng):
         finally:
             ws.close()
         await h.nap(rng.uniform(0.5, 3.0), h.stop_clients)
+
+
+def count_slow_event(payload, last_seq, counters, endpoint):
+    """Counts a slow reader's events and the gaps (drops) it sees per topic."""
+    message = json.loads(payload)
+    topic = message.get("topic")
+    data = message.get("data")
+    if topic is None or not isinstance(data, dict) or not isinstance(data.get("seq"), int):
+        return
+    counters["events"] += 1
+    previous = last_seq.get(topic)
+    if previous is not None and data["seq"] > previous + 1:
+        counters["%s:gaps" % endpoint] += 1
+    last_seq[topic] = data["seq"]
 
 
 async def silent_slot(h, index, rng):
@@ -1573,11 +1671,11 @@ def bucket_ms(seconds):
 async def reconnect_slot(h, index, rng):
     counters = h.counters["reconnect"]
     while not h.stop_clients.is_set() and h.death is None:
-        burst = rng.randint(5, 20)
+        burst = rng.randint(3, 12)
         counters["bursts"] += 1
         await asyncio.gather(*(reconnect_one(h, random.Random(rng.getrandbits(64)), counters) for _ in range(burst)),
                              return_exceptions=True)
-        await h.nap(rng.uniform(1.0, 5.0), h.stop_clients)
+        await h.nap(rng.uniform(2.0, 8.0), h.stop_clients)
 
 
 async def idle_slot(h, index, rng):
@@ -1599,7 +1697,8 @@ async def idle_slot(h, index, rng):
             done, _ = await asyncio.wait({waiter, stopper}, timeout=held, return_when=asyncio.FIRST_COMPLETED)
             if waiter in done:
                 try:
-                    outcome = "server_closed_after_%s" % ("<10s" if now() - started < 10 else ">=10s") \
+                    waited = now() - started
+                    outcome = "server_closed_after_%s" % ("<5s" if waited < 5 else "5-15s" if waited < 15 else ">=15s") \
                         if waiter.result() == b"" else "server_sent_data"
                 except Exception as error:
                     outcome = error_name(error)
@@ -1609,7 +1708,7 @@ async def idle_slot(h, index, rng):
             counters[outcome] += 1
         finally:
             h.close_socket(sock)
-        await h.nap(rng.uniform(0.1, 1.0), h.stop_clients)
+        await h.nap(rng.uniform(1.0, 5.0), h.stop_clients)
 
 
 # ---------------------------------------------------------------------------------------
@@ -1632,10 +1731,16 @@ async def garbage_slot(h, index, rng):
         except Exception as error:
             outcome = "error:" + error_name(error)
         if outcome is not None:
-            if h.death is not None and h.death["at_s"] <= h.t() + 1:
+            expected = GARBAGE_KINDS[kind][1]
+            if expected and not outcome_matches(outcome, expected) and h.death is None:
+                await asyncio.sleep(0.5)   # a wrong answer may be the gateway dying: the monitor polls
+            if h.death is not None:
                 outcome = "gateway_died"
-            h.garbage[kind][outcome] += 1
-        await h.nap(rng.uniform(0.2, 2.0), h.stop_clients)
+            short, _, detail = outcome.partition("_after_")
+            if detail and len(h.garbage_examples[kind]) < 4:
+                h.garbage_examples[kind].add(outcome)
+            h.garbage[kind][short] += 1
+        await h.nap(rng.uniform(0.5, 3.0), h.stop_clients)
 
 
 async def read_until_close(ws, seconds):
@@ -1651,7 +1756,7 @@ async def read_until_close(ws, seconds):
                 break
             for opcode, payload in ws.messages():
                 if opcode == 0x8:
-                    return "close:%s" % (struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else "empty")
+                    return close_text(payload, CLOSE_REASONS, ws.behaviour)
         return "timeout"
     except asyncio.CancelledError:
         raise
@@ -1673,7 +1778,7 @@ async def count_replies(ws, rng, wanted, seconds, predicate):
             break
         for opcode, payload in ws.messages():
             if opcode == 0x8:
-                return matched, "close:%s" % (struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else "empty"), others
+                return matched, close_text(payload, CLOSE_REASONS, ws.behaviour), others
             if opcode == 0x9:
                 await ws.send(client_frame(0xA, payload, rng))
                 continue
@@ -1698,7 +1803,7 @@ async def garbage_session(h, kind, rng):
         ws = WS(h, sock, "garbage")
         try:
             await ws.send(b"\x00\xff" + rng.randbytes(rng.randint(16, 4096)))
-            deadline = now() + 5.0
+            deadline = now() + 12.0   # longer than the gateway's handshake timeout (10 s)
             while now() < deadline:
                 try:
                     if await ws.recv(65536, timeout=max(0.01, deadline - now())) == 0:
@@ -1817,7 +1922,7 @@ async def garbage_session(h, kind, rng):
                     break
             await asyncio.gather(sender, return_exceptions=True)
             if closed:
-                return closed
+                return "%s_after_%d_subscribed_%d_refused" % (closed, subscribed, others["refused"])
             if subscribed == MAX_SUBSCRIPTIONS and others["refused"] == count - MAX_SUBSCRIPTIONS:
                 await close_handshake(h, ws, rng, counters)
                 return "ok"
@@ -1841,7 +1946,7 @@ async def garbage_session(h, kind, rng):
                     if opcode == 0xA:
                         seen[payload] += 1
                     elif opcode == 0x8:
-                        closed = "close:%s" % (struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else "empty")
+                        closed = close_text(payload, CLOSE_REASONS, ws.behaviour)
                 if closed:
                     break
             await asyncio.gather(sender, return_exceptions=True)
@@ -1851,6 +1956,28 @@ async def garbage_session(h, kind, rng):
                 await close_handshake(h, ws, rng, counters)
                 return "ok"
             return "pongs_%d_of_%d%s" % (sum(seen.values()), count, "" if not (seen - expected) else "_mismatched")
+        if kind == "ping_burst_unread":
+            data = text_frame({"type": "ping"}, rng) * 3000 + b"".join(client_frame(0x9, b"p", rng) for _ in range(2000))
+            try:
+                await ws.send(data, timeout=10.0)
+            except (asyncio.TimeoutError, ConnectionResetError, BrokenPipeError):
+                pass
+            await asyncio.sleep(5.0)
+            pongs = 0
+            deadline = now() + 10.0
+            while now() < deadline:
+                try:
+                    if await ws.recv(65536, timeout=max(0.01, min(2.0, deadline - now()))) == 0:
+                        return "eof_after_%d_pongs" % pongs
+                except asyncio.TimeoutError:
+                    break
+                for opcode, payload in ws.messages():
+                    if opcode == 0xA or (opcode == 0x1 and b'"pong"' in payload):
+                        pongs += 1
+                    elif opcode == 0x8:
+                        return close_text(payload, CLOSE_REASONS, ws.behaviour) + "_after_%d_pongs" % pongs
+            await close_handshake(h, ws, rng, counters)
+            return "ok_after_%d_pongs" % pongs
         return "unknown_kind"
     finally:
         ws.close()
@@ -1884,6 +2011,7 @@ async def drain_readers(h):
     """Waits (bounded) until every live reader has the last event of its topics."""
     finals = {name: log_.last_ok() for name, log_ in h.topics.items()}
     deadline = now() + h.args.drain
+    behind = None
     while now() < deadline and h.death is None:
         behind = 0
         for session in h.reader_sessions:
@@ -1925,7 +2053,8 @@ async def main_run(h):
     if waited is None:
         raise SetupError("the gateway never became ready: %s" % " | ".join(gateway_log_tail(h, 15)))
     log("gateway ready after %.1fs" % waited)
-    background += [asyncio.ensure_future(f(h)) for f in (monitor_resources, monitor_healthz, monitor_readyz, monitor_stats)]
+    background += [asyncio.ensure_future(f(h)) for f in (monitor_resources, monitor_healthz, monitor_readyz, monitor_stats,
+                                                         monitor_listen_queue)]
 
     # Publishers run from the warm-up on; each topic has exactly one publisher.
     payloads = Payloads(random.Random(h.rng.getrandbits(64)))
@@ -1944,6 +2073,7 @@ async def main_run(h):
     log("warm-up done: RSS %.1f MiB, %s open files" % ((rss_start or 0) / 1024, fds_start))
 
     # Clients.
+    netstat_start = netstat_counters()
     h.t_clients = now()
     slots = []
     plan = collections.Counter()
@@ -1980,6 +2110,7 @@ async def main_run(h):
             pass
     chaos_task.cancel()
     h.stop_publishing.set()
+    netstat_end = netstat_counters()
     await asyncio.wait(publishers, timeout=args.publish_timeout + 5)
     for task in publishers:
         task.cancel()
@@ -2033,6 +2164,7 @@ async def main_run(h):
         "rss_end": rss_end, "fds_end": fds_end, "cpu_end": cpu_end, "conns_end": conns_end,
         "stats_end": stats_end, "shutdown": shutdown, "plan": plan, "drain_s": drain_s, "behind": behind,
         "cancelled_slots": len(pending), "forced_sockets": leftovers,
+        "netstat": {k: netstat_end.get(k, 0) - v for k, v in netstat_start.items()},
     })
 
 
@@ -2092,6 +2224,11 @@ def reader_results(h):
         for topic, track in session.tracks.items():
             log_ = h.topics[topic]
             last = log_.next_seq - 1 if cut is None else log_.last_acked_before(cut)
+            if session.end == "churn":
+                # The tail of a session we ended ourselves races with our unsubscribe (a
+                # Redis event is acknowledged by Redis, not by the gateway): count up to
+                # the last event received; gaps before it still count.
+                last = min(last, track.last)
             expected = log_.ok_between(track.s0, last)
             received = 0
             for first, final in track.ranges:
@@ -2108,13 +2245,33 @@ def reader_results(h):
             session_expected += expected
             if lost:
                 lost_by_topic[topic] = {"s0": track.s0, "last_expected": last, "lost": lost,
-                                        "ranges": track.ranges[:5] + (["..."] if len(track.ranges) > 5 else [])}
+                                        "ranges": track.ranges[:5] + (["..."] if len(track.ranges) > 5 else []),
+                                        "missing": missing_sample(log_, track, last) if len(worst) < 20 else None}
         if session_lost:
             worst.append({"reader": session.index, "endpoint": session.endpoint, "patterns": session.patterns,
                           "end": session.end, "expected": session_expected, "lost": session_lost,
                           "lost_by_topic": lost_by_topic})
     worst.sort(key=lambda item: -item["lost"])
     return totals, per_topic, worst[:10], anomalies, ends
+
+
+def missing_sample(log_, track, last, limit=12):
+    """The first missing sequence numbers of a track: [seq, acknowledged at (s), source]."""
+    received = set(track.late)
+    sample = []
+    index = 0
+    ranges = track.ranges
+    for seq in range(max(track.s0, 0), last + 1):
+        if log_.status[seq] != OK:
+            continue
+        while index < len(ranges) and ranges[index][1] < seq:
+            index += 1
+        if index < len(ranges) and ranges[index][0] <= seq <= ranges[index][1] or seq in received:
+            continue
+        sample.append([seq, round(log_.t_ack[seq] - T0, 3)])
+        if len(sample) >= limit:
+            break
+    return sample
 
 
 def build_result(h, measured):
@@ -2132,7 +2289,7 @@ def build_result(h, measured):
         check("clean_shutdown", shutdown.get("returncode") == 0, **shutdown)
 
     unexpected = sum(n for end, n in ends.items() if end.startswith("unexpected") and end != "unexpected:gateway_died")
-    check("readers_lost_nothing", alive and totals["lost"] == 0 and totals["expected"] > 0,
+    check("readers_lost_nothing", totals["lost"] == 0 and totals["expected"] > 0,
           expected=totals["expected"], received=totals["received"], lost=totals["lost"])
     check("readers_in_order", totals["out_of_order"] == 0 and totals["duplicates"] == 0,
           out_of_order=totals["out_of_order"], duplicates=totals["duplicates"])
@@ -2144,11 +2301,16 @@ def build_result(h, measured):
           before_subscribed=anomalies["event_before_subscribed"], after_unsubscribed=anomalies["event_after_unsubscribed"])
 
     # /readyz while Redis was down and after.
+    # What happened up to a second before the gateway died is judged; the rest is not.
+    death_at = (T0 + h.death["at_s"] - 1.0) if h.death else math.inf
+    readyz_samples = [s for s in h.readyz_samples if s[1] < death_at]
     lies_down, lies_up, outages = 0, 0, []
     for index, (killed, restarted) in enumerate(h.outages):
         record = h.chaos[index] if index < len(h.chaos) else {}
         end = restarted if restarted is not None else (h.t_load_end or now())
-        down_samples = [s for s in h.readyz_samples if killed + args.readyz_detect <= s[0] and s[1] <= end]
+        if end > death_at or (record.get("ready_again_after_s") is None and h.death):
+            continue   # the gateway died before this outage was over
+        down_samples = [s for s in readyz_samples if killed + args.readyz_detect <= s[0] and s[1] <= end]
         ready_while_down = [round(s[0] - T0, 2) for s in down_samples if s[2] == 200]
         lies_down += len(ready_while_down)
         outages.append(dict(record, samples_while_down=len(down_samples), ready_while_down_at_s=ready_while_down[:10]))
@@ -2158,22 +2320,22 @@ def build_result(h, measured):
         recovered = (restarted + record["ready_again_after_s"]) if restarted and record.get("ready_again_after_s") is not None \
             else math.inf
         windows.append((killed, recovered + 0.5))
-    for started, ended, status, state in h.readyz_samples:
+    for started, ended, status, state in readyz_samples:
         if status == 503 and h.t_clients and started > h.t_clients and not any(a - 0.5 <= started <= b or a <= ended <= b for a, b in windows):
             lies_up += 1
     detected = all(o.get("not_ready_after_s") is not None and o["not_ready_after_s"] <= args.readyz_detect + 1.0 for o in outages)
     recovered = all(o.get("ready_again_after_s") is not None and o["ready_again_after_s"] <= args.ready_timeout for o in outages)
     if args.redis_kills > 0:
-        check("readyz_truthful", alive and len(outages) > 0 and lies_down == 0 and detected and lies_up == 0,
+        check("readyz_truthful", len(outages) > 0 and lies_down == 0 and detected and lies_up == 0,
               outages=len(outages), ready_answers_while_redis_down=lies_down, not_ready_answers_while_up=lies_up,
               detected_within_s=args.readyz_detect + 1.0)
-        check("readyz_recovered", alive and len(outages) > 0 and recovered, within_s=args.ready_timeout,
+        check("readyz_recovered", len(outages) > 0 and recovered, within_s=args.ready_timeout,
               after_s=[o.get("ready_again_after_s") for o in outages])
         check("webhook_flowed_during_outage", h.outage_webhook_deliveries > 0 or "readers" not in args.selected,
               deliveries=h.outage_webhook_deliveries)
 
-    health_fail = [s for s in h.healthz_samples if s[2] != 200]
-    check("healthz_answered", alive and h.healthz_samples and not health_fail, samples=len(h.healthz_samples),
+    health_fail = [s for s in h.healthz_samples if s[2] != 200 and s[0] < death_at]
+    check("healthz_answered", h.healthz_samples and not health_fail, samples=len(h.healthz_samples),
           failures=len(health_fail), slowest_ms=round(max((s[1] for s in h.healthz_samples), default=0) * 1000, 1))
 
     mib = lambda kib: round(kib / 1024, 1) if kib is not None else None
@@ -2196,7 +2358,7 @@ def build_result(h, measured):
         expected = GARBAGE_KINDS[kind][1]
         if expected is None:
             continue
-        bad = {o: n for o, n in outcomes.items() if o != expected and o != "gateway_died"}
+        bad = {o: n for o, n in outcomes.items() if not outcome_matches(o, expected) and o != "gateway_died"}
         if bad:
             wrong[kind] = bad
     if "garbage" in args.selected:
@@ -2218,6 +2380,14 @@ def build_result(h, measured):
     check("harness_socket_budget", h.max_open_sockets < 15000, max_open_sockets=h.max_open_sockets)
 
     failed = sorted(name for name, item in checks.items() if not item["ok"])
+    if h.death:
+        verdict = "the gateway DIED %.1f s into the run (%s); judged up to then: %s" % (
+            h.death["at_s"], h.death["signal"] or "exit status %s" % h.death["returncode"],
+            ", ".join(n for n in failed if n != "gateway_alive") or "nothing else failed")
+    elif failed:
+        verdict = "FAILED: " + ", ".join(failed)
+    else:
+        verdict = "every check passed"
     latency = lambda values: {"p50_ms": round((percentile(values, 0.5) or 0) * 1000, 1),
                               "p99_ms": round((percentile(values, 0.99) or 0) * 1000, 1),
                               "max_ms": round(max(values, default=0) * 1000, 1)}
@@ -2232,6 +2402,7 @@ def build_result(h, measured):
     result = {
         "harness": "switchboard-soak",
         "ok": not failed,
+        "verdict": verdict,
         "failed_checks": failed,
         "seed": args.seed,
         "binary": args.binary,
@@ -2282,6 +2453,13 @@ def build_result(h, measured):
         "timeline": [{"t": t, "rss_mib": r, "fds": f, "client_sockets": s} for t, r, f, s in timeline],
         "connections_per_behaviour": behaviours,
         "garbage": garbage,
+        "garbage_examples": {k: sorted(v) for k, v in sorted(h.garbage_examples.items())},
+        "close_reasons": dict(sorted(CLOSE_REASONS.items())),
+        "upgrade_latency": latency(h.upgrade_latency),
+        "accept_queue": {"backlog": h.listen_backlog, "max_queued": h.listen_queue_max,
+                         "full_samples": h.listen_queue_full_samples,
+                         "system_listen_overflows": measured["netstat"].get("ListenOverflows"),
+                         "system_listen_drops": measured["netstat"].get("ListenDrops")},
         "harness_stats": {
             "max_open_sockets": h.max_open_sockets, "loop_lag_max_ms": round(h.loop_lag_max * 1000, 1),
             "errors": dict(h.harness_errors), "cancelled_slots": measured["cancelled_slots"],
@@ -2327,7 +2505,7 @@ def parse_args(argv):
                         help="seconds after the kill from which /readyz must answer 503")
     parser.add_argument("--rss-growth-mib", type=float, default=64.0, help="end RSS must be within start + this")
     parser.add_argument("--rss-peak-mib", type=float, default=1024.0, help="peak RSS bound")
-    parser.add_argument("--max-connect-failure-pct", type=float, default=0.5, help="tolerated connect/upgrade failures")
+    parser.add_argument("--max-connect-failure-pct", type=float, default=1.0, help="tolerated connect/upgrade failures")
     parser.add_argument("--warmup", type=float, default=None, help="seconds of publishing before RSS start (5; 3 with --short)")
     parser.add_argument("--ramp", type=float, default=10.0, help="seconds over which client slots start")
     parser.add_argument("--drain", type=float, default=10.0, help="longest wait for readers after publishing stops")
@@ -2337,6 +2515,7 @@ def parse_args(argv):
                         help="events acknowledged this close to a reader's unsubscribe/unexpected end are not expected")
     parser.add_argument("--reader-stall", type=int, default=30, help="seconds without data a reader reports as a stall")
     parser.add_argument("--halfclose-timeout", type=int, default=10, help="the server must close a half-closed client within this")
+    parser.add_argument("--connect-timeout", type=float, default=10.0, help="timeout of a TCP connect and of an upgrade")
     parser.add_argument("--probe-timeout", type=float, default=5.0, help="timeout of /healthz, /readyz, /stats requests")
     parser.add_argument("--publish-timeout", type=float, default=10.0, help="timeout of one publish request")
     parser.add_argument("--start-timeout", type=float, default=60.0, help="seconds the gateway gets to log its address")
@@ -2377,6 +2556,8 @@ def parse_args(argv):
         selected = selected - names if remove else selected | names
     if "garbage" in selected and not any(n.startswith("garbage.") for n in selected):
         selected |= {"garbage." + k for k in GARBAGE_KINDS}
+    if any(n.startswith("garbage.") for n in selected):
+        selected.add("garbage")
     args.selected = selected
     mix = dict(DEFAULT_MIX)
     for item in [i.strip() for i in args.mix.split(",") if i.strip()]:
@@ -2460,7 +2641,7 @@ def main(argv=None):
     if not printed.is_set():
         printed.set()
         if result is not None and status in (0, 1):
-            log("%s: %s" % ("PASS" if status == 0 else "FAIL", ", ".join(result["failed_checks"]) or "every check passed"))
+            log("%s: %s" % ("PASS" if status == 0 else "FAIL", result["verdict"]))
         emit(result, args)
     return status
 

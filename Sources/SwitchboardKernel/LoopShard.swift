@@ -41,6 +41,11 @@ public final class LoopShard: @unchecked Sendable {
     /// Beyond this many retained topics, new topics are not retained.
     public static let maximumRetainedTopics = 10_000
     private let counters: KernelCounters
+    /// zlib state for messages that stand alone (no context takeover), shared by every
+    /// connection on this loop: a client's compressed messages and a shared-mode
+    /// connection's own replies need no zlib state per connection. Created on first use.
+    private var inflaters: [Int: Inflater] = [:]
+    private var deflaters: [DeflateSettings: Deflater] = [:]
     /// Subscriptions on this loop; read from other threads to skip idle loops.
     let subscriptionCount = Atomic<Int>(0)
     /// Connections admitted on this loop whose handler is not installed yet: the 101 may
@@ -164,6 +169,26 @@ public final class LoopShard: @unchecked Sendable {
         }
         flushing.removeAll(keepingCapacity: true)
         if writes > 0 { counters.connectionWrites.add(writes, ordering: .relaxed) }
+    }
+
+    /// This loop's inflater for stand-alone messages compressed with `windowBits`; the caller
+    /// must reset it after each message (`Inflater.inflate(_:limit:resetAfter: true)`).
+    public func sharedInflater(windowBits: Int) -> Inflater? {
+        eventLoop.preconditionInEventLoop()
+        if let inflater = inflaters[windowBits] { return inflater }
+        let created = Inflater(windowBits: windowBits)
+        inflaters[windowBits] = created
+        return created
+    }
+
+    /// This loop's compressor for stand-alone messages with `settings`; the caller must
+    /// reset it after each message (`resetAfter: true`).
+    public func sharedDeflater(_ settings: DeflateSettings) -> Deflater? {
+        eventLoop.preconditionInEventLoop()
+        if let deflater = deflaters[settings] { return deflater }
+        let created = Deflater(settings: settings)
+        deflaters[settings] = created
+        return created
     }
 
     /// Counts frames a slow-consumer policy dropped.

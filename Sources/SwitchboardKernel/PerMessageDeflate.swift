@@ -133,9 +133,13 @@ public enum PerMessageDeflate {
         let announcedClientBits = min(policy.clientWindowBits, clientBitsLimit)
         let clientBits = clientBitsOffered ? max(9, announcedClientBits) : 15
 
+        // We always ask the client not to take context over (RFC 7692 §7.1.1.2 lets a server
+        // add this parameter to any offer): each client message then inflates on its own,
+        // with the event loop's shared inflater, and no connection holds zlib state for it.
+        _ = clientNoContextTakeover
         var response = "permessage-deflate"
         if noTakeover { response += "; server_no_context_takeover" }
-        if clientNoContextTakeover { response += "; client_no_context_takeover" }
+        response += "; client_no_context_takeover"
         if requestedServerBits != nil || serverBits < 15 { response += "; server_max_window_bits=\(serverBits)" }
         if clientBitsOffered { response += "; client_max_window_bits=\(announcedClientBits)" }
         return Agreement(
@@ -143,7 +147,7 @@ public enum PerMessageDeflate {
             serverWindowBits: serverBits,
             serverNoContextTakeover: noTakeover,
             clientWindowBits: clientBits,
-            clientNoContextTakeover: clientNoContextTakeover,
+            clientNoContextTakeover: true,
             responseHeader: response
         )
     }

@@ -12,10 +12,16 @@ public final class ConnectionCompression {
     let minSize: Int
     private var deflater: Deflater?
 
-    public init(agreement: PerMessageDeflate.Agreement, settings: DeflateSettings, minSize: Int) {
+    /// Where shared-mode connections take their compressor from (the loop's shared one).
+    private let shard: LoopShard?
+
+    /// With `shard`, a shared-mode connection (no server context takeover) compresses its
+    /// own frames with the loop's shared compressor and holds no zlib state.
+    public init(agreement: PerMessageDeflate.Agreement, settings: DeflateSettings, minSize: Int, shard: LoopShard? = nil) {
         self.agreement = agreement
         self.settings = settings
         self.minSize = minSize
+        self.shard = agreement.serverNoContextTakeover ? shard : nil
     }
 
     /// Whether deliveries are compressed here (context takeover) rather than shared.
@@ -24,6 +30,12 @@ public final class ConnectionCompression {
     /// The compressed form of `payload`, or `nil` to send it as it is (small, or no zlib).
     func compress(_ payload: ByteBuffer) -> ByteBuffer? {
         guard payload.readableBytes >= minSize else { return nil }
+        if let shared = shard?.sharedDeflater(settings) {
+            var output = ByteBuffer()
+            output.reserveCapacity(payload.readableBytes / 2 + 64)
+            shared.compress(payload, into: &output, resetAfter: true)
+            return output
+        }
         if deflater == nil { deflater = Deflater(settings: settings) }
         guard let deflater else { return nil }
         var output = ByteBuffer()

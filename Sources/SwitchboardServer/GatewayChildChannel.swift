@@ -158,7 +158,7 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
                             throw ChannelError.inappropriateOperationForState
                         }
                         let compression = admitted.compression.map {
-                            ConnectionCompression(agreement: $0.agreement, settings: $0.settings, minSize: $0.minSize)
+                            ConnectionCompression(agreement: $0.agreement, settings: $0.settings, minSize: $0.minSize, shard: shard)
                         }
                         let handler = WebSocketConnectionHandler(
                             runtime: admitted.runtime,

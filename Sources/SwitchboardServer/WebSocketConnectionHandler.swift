@@ -85,7 +85,7 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber 
         self.remoteAddress = remoteAddress
         let pipeline = runtime.pipeline
         let decompression = compression.map {
-            InboundDecompression(windowBits: $0.agreement.clientWindowBits, noContextTakeover: $0.agreement.clientNoContextTakeover)
+            InboundDecompression(windowBits: $0.agreement.clientWindowBits, noContextTakeover: $0.agreement.clientNoContextTakeover, shard: shard)
         }
         self.inbound = WebSocketInboundStateMachine(maxMessageSize: pipeline.maxMessageSize, decompression: decompression)
         self.session = ClientSession(principal: principal)

@@ -12,22 +12,22 @@ import Testing
     }
 
     @Test(arguments: [
-        ("permessage-deflate", "permessage-deflate; server_no_context_takeover"),
-        ("permessage-deflate; client_max_window_bits", "permessage-deflate; server_no_context_takeover; client_max_window_bits=12"),
-        ("permessage-deflate; client_max_window_bits=10", "permessage-deflate; server_no_context_takeover; client_max_window_bits=10"),
-        ("permessage-deflate; client_max_window_bits=\"10\"", "permessage-deflate; server_no_context_takeover; client_max_window_bits=10"),
+        ("permessage-deflate", "permessage-deflate; server_no_context_takeover; client_no_context_takeover"),
+        ("permessage-deflate; client_max_window_bits", "permessage-deflate; server_no_context_takeover; client_no_context_takeover; client_max_window_bits=12"),
+        ("permessage-deflate; client_max_window_bits=10", "permessage-deflate; server_no_context_takeover; client_no_context_takeover; client_max_window_bits=10"),
+        ("permessage-deflate; client_max_window_bits=\"10\"", "permessage-deflate; server_no_context_takeover; client_no_context_takeover; client_max_window_bits=10"),
         // Never more than the client offered (RFC 7692 §7.1.2.2), even 8.
-        ("permessage-deflate; client_max_window_bits=8", "permessage-deflate; server_no_context_takeover; client_max_window_bits=8"),
-        ("permessage-deflate; server_max_window_bits=9", "permessage-deflate; server_no_context_takeover; server_max_window_bits=9"),
-        ("permessage-deflate; server_max_window_bits=15", "permessage-deflate; server_no_context_takeover; server_max_window_bits=15"),
+        ("permessage-deflate; client_max_window_bits=8", "permessage-deflate; server_no_context_takeover; client_no_context_takeover; client_max_window_bits=8"),
+        ("permessage-deflate; server_max_window_bits=9", "permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=9"),
+        ("permessage-deflate; server_max_window_bits=15", "permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=15"),
         ("permessage-deflate; client_no_context_takeover; server_no_context_takeover",
          "permessage-deflate; server_no_context_takeover; client_no_context_takeover"),
         // Chrome's offer.
-        ("permessage-deflate; client_max_window_bits", "permessage-deflate; server_no_context_takeover; client_max_window_bits=12"),
+        ("permessage-deflate; client_max_window_bits", "permessage-deflate; server_no_context_takeover; client_no_context_takeover; client_max_window_bits=12"),
         // An unacceptable first offer falls through to the next one.
         ("permessage-deflate; server_max_window_bits=8, permessage-deflate",
-         "permessage-deflate; server_no_context_takeover"),
-        ("x-webkit-deflate-frame, permessage-deflate", "permessage-deflate; server_no_context_takeover"),
+         "permessage-deflate; server_no_context_takeover; client_no_context_takeover"),
+        ("x-webkit-deflate-frame, permessage-deflate", "permessage-deflate; server_no_context_takeover; client_no_context_takeover"),
     ])
     func sharedMode(offer: String, response: String) {
         #expect(Self.negotiate(offer) == response)
@@ -54,7 +54,7 @@ import Testing
         #expect(agreement.mode == .dedicated)
         #expect(!agreement.serverNoContextTakeover)
         #expect(agreement.serverWindowBits == 10)
-        #expect(agreement.responseHeader == "permessage-deflate; server_max_window_bits=10; client_max_window_bits=15")
+        #expect(agreement.responseHeader == "permessage-deflate; client_no_context_takeover; server_max_window_bits=10; client_max_window_bits=15")
         let forbidden = try #require(PerMessageDeflate.negotiate(offers: PerMessageDeflate.parseOffers(["permessage-deflate; server_no_context_takeover"]), policy: Self.dedicated))
         #expect(forbidden.mode == .shared)
         #expect(forbidden.serverNoContextTakeover)

@@ -203,23 +203,33 @@ public struct WebSocketInboundStateMachine {
     }
 }
 
-/// Client-to-server permessage-deflate state: the agreed parameters and an inflater
-/// created on the first compressed message.
+/// Client-to-server permessage-deflate state: the agreed parameters, and where the
+/// inflater comes from — the event loop's shared one when every message stands alone (the
+/// gateway always asks clients for `client_no_context_takeover`), otherwise one of the
+/// connection's own, created on the first compressed message.
 public struct InboundDecompression {
     public let windowBits: Int
     public let noContextTakeover: Bool
+    private let shard: LoopShard?
     private var inflater: Inflater?
 
-    public init(windowBits: Int, noContextTakeover: Bool) {
+    /// With `shard` and `noContextTakeover`, messages are inflated by the shard's shared
+    /// inflater and the connection holds no zlib state.
+    public init(windowBits: Int, noContextTakeover: Bool, shard: LoopShard? = nil) {
         self.windowBits = windowBits
         self.noContextTakeover = noContextTakeover
+        self.shard = noContextTakeover ? shard : nil
     }
 
-    /// zlib memory held, for accounting (zero until the first compressed message).
+    /// zlib memory held by this connection (zero with a shared inflater).
     public var memory: Int { inflater == nil ? 0 : DeflateSettings.decompressorMemory(windowBits: windowBits) }
 
     /// Inflates one message, refusing output beyond `limit`.
     public mutating func inflate(_ payload: ByteBuffer, limit: Int) throws(InflateError) -> ByteBuffer {
+        if let shard {
+            guard let shared = shard.sharedInflater(windowBits: windowBits) else { throw .corrupt }
+            return try shared.inflate(payload, limit: limit, resetAfter: true)
+        }
         if inflater == nil { inflater = Inflater(windowBits: windowBits) }
         guard let inflater else { throw .corrupt }
         return try inflater.inflate(payload, limit: limit, resetAfter: noContextTakeover)
