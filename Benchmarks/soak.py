@@ -2039,7 +2039,14 @@ async def main_run(h):
     log("redis-server on 127.0.0.1:%d" % h.redis_port)
 
     config = os.path.join(h.tmp, "soak.yaml")
-    shutil.copyfile(args.config, config)
+    with open(args.config) as template:
+        text = template.read()
+    if args.endpoint_option:
+        # `--endpoint-option KEY=VALUE`: one more key in every endpoint of the copy.
+        extra = "".join("    %s: %s\n" % tuple(option.split("=", 1)) for option in args.endpoint_option)
+        text = re.sub(r"(?m)^(  - path: .*\n)", lambda match: match.group(1) + extra, text)
+    with open(config, "w") as output:
+        output.write(text)
     code, output = check_config(h, config)
     if code != 0:
         raise SetupError("switchboard check failed: %s" % output)
@@ -2521,6 +2528,8 @@ def parse_args(argv):
     parser.add_argument("--start-timeout", type=float, default=60.0, help="seconds the gateway gets to log its address")
     parser.add_argument("--max-sockets", type=int, default=14000, help="client sockets this process may hold (< 15,000)")
     parser.add_argument("--log-level", default="info", help="the gateway's --log-level")
+    parser.add_argument("--endpoint-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="add a key to every endpoint of the config copy, e.g. max_message_rate=0 (repeatable)")
     parser.add_argument("--keep-temp", action="store_true", help="keep the temporary directory (logs, config)")
     args = parser.parse_args(argv)
 

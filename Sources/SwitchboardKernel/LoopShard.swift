@@ -93,6 +93,10 @@ public final class LoopShard: @unchecked Sendable {
         var delivered = 0
         var cachedVariant = VariantID(index: -1)
         var cachedFrame = ByteBuffer()
+        // A local copy (copy-on-write, free unless mutated): a subscriber's write can fail
+        // and make NIO read from that socket inside this loop, and the client's subscribe
+        // may then change `self.router` while we iterate.
+        let router = self.router
         router.forEachMatch(prepared.event.topic) { subscriber in
             guard subscriber.lastDeliverySequence != current else { return }
             subscriber.lastDeliverySequence = current

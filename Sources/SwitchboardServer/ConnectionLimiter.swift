@@ -17,6 +17,9 @@ public final class ConnectionLimiter: Sendable {
     /// The per-address limit; 0 = none.
     public let maxConnectionsPerIP: Int
     private let open = Atomic<Int>(0)
+    private let lingering = Atomic<Int>(0)
+    /// Refused sockets allowed to linger (answer out, then close) at the same time.
+    public static let maximumLingering = 32
     private let perIP = Mutex<[String: Int]>([:])
 
     /// Sockets admitted past `maxConnections` that may only ask for `/healthz` (everything
@@ -42,12 +45,23 @@ public final class ConnectionLimiter: Sendable {
         self.maxConnectionsPerIP = max(0, maxConnectionsPerIP)
     }
 
-    /// The process's soft open-file limit less ``reservedFiles`` (at least 16).
+    /// The process's soft open-file limit less the files open now (event loops, logs) less
+    /// ``reservedFiles`` for what opens later (Redis, the cluster bus, lingering refusals);
+    /// at least 16.
     public static func derivedLimit() -> Int {
         var limit = rlimit()
         guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 1024 - reservedFiles }
         let soft = limit.rlim_cur == rlim_t.max ? UInt64(1 << 20) : UInt64(limit.rlim_cur)
-        return max(16, Int(min(soft, 1 << 24)) - reservedFiles)
+        return max(16, Int(min(soft, 1 << 24)) - openFiles() - reservedFiles - maximumLingering - healthHeadroom)
+    }
+
+    /// Files this process has open (entries of /proc/self/fd; 0 where there is none).
+    static func openFiles() -> Int {
+        guard let directory = opendir("/proc/self/fd") else { return 0 }
+        defer { closedir(directory) }
+        var count = 0
+        while readdir(directory) != nil { count += 1 }
+        return max(0, count - 3)  // ".", ".." and the directory's own descriptor
     }
 
     /// Open sockets now.
@@ -74,6 +88,20 @@ public final class ConnectionLimiter: Sendable {
             return .tooManyFromAddress
         }
         return admission
+    }
+
+    /// Takes a lingering slot for a refused socket; `false` when all are taken (close it now).
+    public func startLingering() -> Bool {
+        if lingering.add(1, ordering: .relaxed).newValue > Self.maximumLingering {
+            lingering.subtract(1, ordering: .relaxed)
+            return false
+        }
+        return true
+    }
+
+    /// Returns a lingering slot.
+    public func stopLingering() {
+        lingering.subtract(1, ordering: .relaxed)
     }
 
     /// Releases an admitted socket.

@@ -135,7 +135,9 @@ public final class Gateway: Sendable {
         let application = Application(
             router: router,
             server: server,
-            configuration: .init(address: .hostname(listener.host, port: listener.port), serverName: nil),
+            // The kernel caps the backlog at net.core.somaxconn; Hummingbird's 256 overflowed
+            // under reconnect bursts (clients then wait for SYN retries).
+            configuration: .init(address: .hostname(listener.host, port: listener.port), serverName: nil, backlog: 4096),
             onServerRunning: { [self] channel in
                 let port = channel.localAddress?.port ?? listener.port
                 self.boundPort.withLock { $0 = port }
@@ -247,6 +249,7 @@ public final class Gateway: Sendable {
                         remoteAddress: context.remoteAddress?.ipAddress
                     )
                     if let refusal = authorize(headersOnly) {
+                        context.closeAfterResponse()
                         var headers: HTTPFields = [.connection: "close"]
                         for header in refusal.headers {
                             if let name = HTTPField.Name(header.name) { headers[name] = header.value }
@@ -259,6 +262,7 @@ public final class Gateway: Sendable {
                     body = try await request.collectBody(upTo: limit)
                 } catch {
                     refusals.record(.bodyTooLarge)
+                    context.closeAfterResponse()
                     return Self.json(
                         ["error": ["code": "body_too_large", "message": .string("request body is larger than \(limit) bytes")]],
                         status: .contentTooLarge

@@ -15,9 +15,19 @@ import SwitchboardKernel
 /// Closes a socket whose request was not read to the end: the output first, so the answer
 /// and a FIN reach the client, then the whole socket a moment later. Closing at once with
 /// unread input sends a reset, which can destroy the answer in the client's buffer.
-func lingeringClose(_ channel: any Channel) {
+///
+/// Refused sockets are not counted against `max_connections` but still hold a descriptor
+/// while they linger; with `limiter`, at most ``ConnectionLimiter/maximumLingering`` linger
+/// at once and the rest are closed at once, so a refusal flood cannot use up the files the
+/// gateway keeps for its clients and backends.
+func lingeringClose(_ channel: any Channel, limiter: ConnectionLimiter? = nil) {
+    guard limiter?.startLingering() ?? true else {
+        channel.close(promise: nil)
+        return
+    }
     channel.close(mode: .output, promise: nil)
     channel.eventLoop.scheduleTask(in: .milliseconds(250)) { channel.close(promise: nil) }
+    if let limiter { channel.closeFuture.whenComplete { _ in limiter.stopLingering() } }
 }
 
 /// The child channel of the gateway's one port: HTTP/1.1 handled by Hummingbird, and
@@ -108,13 +118,11 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
         case .tooManyConnections, .tooManyFromAddress:
             let kind: Refusal = admission == .tooManyConnections ? .maxConnections : .maxConnectionsPerIP
             limits.refusals.record(kind)
-            Self.refuseRaw(channel, status: "503 Service Unavailable", code: kind.name, message: "the gateway holds as many connections as it allows; retry later")
+            Self.refuseRaw(channel, limiter: limits.connections, status: "503 Service Unavailable", code: kind.name, message: "the gateway holds as many connections as it allows; retry later")
             // A failed initializer would reach the server channel's error path; the accept
             // loop must not see this refusal at all.
             return channel.eventLoop.makeSucceededFuture(Value(upgradeResult: channel.eventLoop.makeFailedFuture(ConnectionRefused()), channel: channel))
-        case .probesOnly:
-            limits.refusals.record(.maxConnections)
-        case .admitted:
+        case .probesOnly, .admitted:
             break
         }
         let probesOnly = admission == .probesOnly
@@ -125,6 +133,7 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
             limits.refusals.record(.handshakeTimeout)
             channel.close(promise: nil)
         }
+        channel.closeFuture.whenComplete { _ in handshakeTimer.cancel() }
         return channel.eventLoop.makeCompletedFuture {
             // Real-time traffic: never hold small frames back for Nagle's algorithm.
             try channel.syncOptions?.setOption(.socketOption(.tcp_nodelay), value: 1)
@@ -143,6 +152,7 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
                 enableAutomaticErrorHandling: false,
                 shouldUpgrade: { channel, head in
                     if probesOnly {
+                        limits.refusals.record(.maxConnections)
                         refusal.value = UpgradeRefusal(status: 503, code: "max_connections", message: "the gateway holds as many connections as it allows; retry later", retryAfter: 1)
                         return channel.eventLoop.makeSucceededFuture(nil)
                     }
@@ -183,6 +193,10 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
                 notUpgradingCompletionHandler: { channel in
                     handshakeTimer.cancel()
                     return channel.eventLoop.makeCompletedFuture {
+                        // From here Hummingbird owns the connection's HTTP, errors included.
+                        if let errorResponder = try? channel.pipeline.syncOperations.handler(type: HTTPParseErrorResponder.self) {
+                            _ = channel.pipeline.syncOperations.removeHandler(errorResponder)
+                        }
                         try channel.pipeline.syncOperations.addHandler(HTTP1ToHTTPServerCodec(secure: false))
                         try channel.pipeline.syncOperations.addHandler(HTTPConnectionStateHandler(idleTimeout: limits.idleTimeout.duration, logger: logger))
                         let asyncChannel = try NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>(
@@ -213,7 +227,7 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
 
     /// Writes a complete HTTP response as raw bytes (no HTTP handler is installed yet, or
     /// the HTTP codec cannot be trusted any more) and closes the socket once it is out.
-    static func refuseRaw(_ channel: any Channel, status: String, code: String, message: String, retryAfter: Int? = 1) {
+    static func refuseRaw(_ channel: any Channel, limiter: ConnectionLimiter?, status: String, code: String, message: String, retryAfter: Int? = 1) {
         var body = ByteBuffer()
         JSONWriter.write(["error": ["code": .string(code), "message": .string(message)]], into: &body)
         body.writeStaticString("\n")
@@ -222,7 +236,7 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
         if let retryAfter { response.writeString("Retry-After: \(retryAfter)\r\n") }
         response.writeStaticString("\r\n")
         response.writeBuffer(&body)
-        channel.writeAndFlush(response).whenComplete { _ in lingeringClose(channel) }
+        channel.writeAndFlush(response).whenComplete { _ in lingeringClose(channel, limiter: limiter) }
     }
 
     /// Matches the endpoint, negotiates the encoder and runs the filter chain.
@@ -390,12 +404,14 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
         var path: String?
         do {
             try await http.executeThenClose { inbound, outbound in
+                // Answer right after the head: a body trickled slowly must not hold the slot.
                 for try await part in inbound {
                     if case .head(let head) = part { path = head.path.map { String($0.split(separator: "?").first ?? "") } }
-                    if case .end = part { break }
+                    break
                 }
                 // /readyz answers 503 here, truthfully: this instance takes no more clients.
                 let probe = path == "/healthz"
+                if !probe { limits.refusals.record(.maxConnections) }
                 var body = ByteBuffer()
                 if probe {
                     body.writeString(#"{"status":"ok","note":"at max_connections"}"# + "\n")

@@ -24,8 +24,14 @@ public enum Refusal: Int, CaseIterable, Sendable {
     case handshakeTimeout
     /// An unparsable HTTP request or one with oversized headers (HTTP 400 / 431).
     case badRequest
-    /// A webhook body over the source's `max_body_size` (HTTP 413).
+    /// A webhook body over the source's `max_body` (HTTP 413).
     case bodyTooLarge
+    /// A client message that could not be decoded: not JSON/MessagePack, too deep, no type.
+    case badMessage
+    /// A subscription to an invalid or too long topic (`bad_topic` reply).
+    case badTopic
+    /// A subscription past `max_subscriptions` (`too_many_subscriptions` reply).
+    case tooManySubscriptions
 
     /// The name used in `/stats` and as the `reason` label in `/metrics`.
     public var name: String {
@@ -41,6 +47,19 @@ public enum Refusal: Int, CaseIterable, Sendable {
         case .handshakeTimeout: "handshake_timeout"
         case .badRequest: "bad_request"
         case .bodyTooLarge: "body_too_large"
+        case .badMessage: "bad_message"
+        case .badTopic: "bad_topic"
+        case .tooManySubscriptions: "too_many_subscriptions"
+        }
+    }
+
+    /// The refusal an error reply stands for, if it is one of the counted kinds.
+    init?(errorCode: String) {
+        switch errorCode {
+        case "bad_topic": self = .badTopic
+        case "too_many_subscriptions": self = .tooManySubscriptions
+        case "bad_message": self = .badMessage
+        default: return nil
         }
     }
 }

@@ -11,14 +11,19 @@ extension WebSocketConnectionHandler {
     // MARK: Subscriber
 
     public func enqueue(_ frame: ByteBuffer) -> Bool {
-        // Dedicated compression keeps a per-connection context: the shared plain frame is
-        // compressed here, per recipient, which is the point of that mode.
-        if let compression, compression.isDedicated, let opcode = ServerFrame.opcode(of: frame),
+        enqueueFrame(frame)
+    }
+
+    /// Dedicated compression keeps a per-connection context (RFC 7692 context takeover):
+    /// a frame is compressed only when it is certain to reach the socket — right away, or
+    /// when it leaves the send queue — never before it is queued, since the slow-consumer
+    /// policy may drop queued frames and the client's window would no longer match ours.
+    func compressedForDedicated(_ frame: ByteBuffer) -> ByteBuffer {
+        guard let compression, compression.isDedicated, let opcode = ServerFrame.opcode(of: frame),
+            opcode == .text || opcode == .binary,
             let payload = ServerFrame.payload(of: frame), let compressed = compression.compress(payload)
-        {
-            return enqueueFrame(ServerFrame.make(opcode: opcode, payload: compressed, rsv1: true))
-        }
-        return enqueueFrame(frame)
+        else { return frame }
+        return ServerFrame.make(opcode: opcode, payload: compressed, rsv1: true)
     }
 
     @discardableResult
@@ -36,6 +41,7 @@ extension WebSocketConnectionHandler {
     /// Offers one frame and performs what the state machine says.
     func enqueueFrame(_ frame: ByteBuffer) -> Bool {
         guard registered, let output else { return false }
+        let frame = outbound.takesDirectly ? compressedForDedicated(frame) : frame
         let (outcome, writes) = outbound.offer(frame)
         write(writes, to: output)
         switch outcome {
@@ -87,9 +93,10 @@ extension WebSocketConnectionHandler {
         sendOwn(dataFrame(opcode: encoder.frameKind == .text ? .text : .binary, payload: payload))
     }
 
-    /// A data frame built for this connection only, compressed when negotiated and large enough.
+    /// A data frame built for this connection only. In shared mode it is compressed here
+    /// (the loop's shared compressor, when large enough); in dedicated mode on its way out.
     func dataFrame(opcode: ServerFrame.Opcode, payload: ByteBuffer) -> ByteBuffer {
-        if let compressed = compression?.compress(payload) {
+        if let compression, !compression.isDedicated, let compressed = compression.compress(payload) {
             return ServerFrame.make(opcode: opcode, payload: compressed, rsv1: true)
         }
         return ServerFrame.make(opcode: opcode, payload: payload)
@@ -119,7 +126,7 @@ extension WebSocketConnectionHandler {
             output.write(NIOAny(gathered), promise: nil)
         }
         while let frame = outbound.nextQueued() {
-            output.write(NIOAny(frame), promise: nil)
+            output.write(NIOAny(compressedForDedicated(frame)), promise: nil)
         }
         output.flush()
     }
@@ -138,15 +145,21 @@ extension WebSocketConnectionHandler {
         if let gathered { output.write(NIOAny(gathered), promise: nil) }
         let frame = ServerFrame.close(code: code, reason: reason)
         let channel = context.channel
+        // Armed before the write: a failing write may tear the connection down at once, and
+        // a peer that does not read never lets the close frame out.
+        closeTimer = context.eventLoop.scheduleTask(in: TimeAmount(pipeline.closeTimeout)) {
+            channel.close(promise: nil)
+        }
+        // The peer's close frame must be read, even if reading was held back.
+        if readPending {
+            readPending = false
+            context.read()
+        }
         if closeSocketAfterSending {
             let promise = context.eventLoop.makePromise(of: Void.self)
             promise.futureResult.whenComplete { _ in channel.close(promise: nil) }
             output.writeAndFlush(NIOAny(frame), promise: promise)
             return
-        }
-        // Armed before the write: a failing write may tear the connection down at once.
-        closeTimer = context.eventLoop.scheduleTask(in: TimeAmount(pipeline.closeTimeout)) {
-            channel.close(promise: nil)
         }
         output.writeAndFlush(NIOAny(frame), promise: nil)
     }

@@ -53,6 +53,8 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber 
     var readPending = false
     /// Whether this connection already logged that its policy dropped frames.
     var loggedDrops = false
+    /// Bytes NIO held for the socket at the last heartbeat tick while it was not writable.
+    var bufferedAtLastTick = Int.max
 
     var inbound: WebSocketInboundStateMachine
     var session: ClientSession
@@ -210,6 +212,13 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber 
         let frame = unwrapInboundIn(data)
         let now = Self.now()
         heartbeat.heard(now: now)
+        // Every frame but a close counts toward the endpoint's message rate, fragments and
+        // control frames included: an endless run of empty continuation frames is a flood too.
+        if frame.opcode != .connectionClose, inbound.isOpen, messageRate != nil, messageRate?.take(now: now) == false {
+            runtime.refusals.record(.messageRate)
+            failConnection(code: 1008, reason: "message rate exceeded")
+            return
+        }
         let action = inbound.received(
             .init(
                 opcode: UInt8(webSocketOpcode: frame.opcode),
@@ -239,14 +248,9 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber 
         }
     }
 
-    /// The endpoint's message rate, then the filters' guards. `false`: the message is
-    /// dropped (and maybe the connection closed).
+    /// The filters' guards (a `rate_limit` filter counts messages, pings and pongs).
+    /// `false`: the message is dropped (and maybe the connection closed).
     private func admitMessage(now: Int64, control: Bool) -> Bool {
-        if messageRate != nil, messageRate?.take(now: now) == false {
-            runtime.refusals.record(.messageRate)
-            failConnection(code: 1008, reason: "message rate exceeded")
-            return false
-        }
         for guardian in guards {
             switch guardian.messageReceived(now: now) {
             case .accept: continue
@@ -270,6 +274,7 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber 
             case .success(let message):
                 perform(session.received(message, pipeline: pipeline))
             case .failure(let error):
+                runtime.refusals.record(.badMessage)
                 reply(.error(code: error.code, message: ClientSession.excerpt(error.message, limit: 200)))
             }
         }
@@ -280,6 +285,7 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber 
         for action in actions {
             switch action {
             case .reply(let message):
+                if case .error(let code, _) = message, let refusal = Refusal(errorCode: code) { runtime.refusals.record(refusal) }
                 reply(message)
             case .forbidden(let message):
                 runtime.forbiddenSubscriptions.add(1, ordering: .relaxed)
@@ -343,7 +349,16 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber 
 
     private func heartbeatFired() {
         guard registered, let context else { return }
-        let (action, next) = heartbeat.tick(now: Self.now())
+        let now = Self.now()
+        // Reading stops while the socket is full, so a slow reader's pongs wait unread; the
+        // bytes NIO still holds for it shrinking since the last tick prove it alive.
+        if !outbound.isWritable, let buffered = try? context.channel.syncOptions?.getOption(.bufferedWritableBytes) {
+            if buffered < bufferedAtLastTick { heartbeat.heard(now: now) }
+            bufferedAtLastTick = buffered
+        } else {
+            bufferedAtLastTick = Int.max
+        }
+        let (action, next) = heartbeat.tick(now: now)
         switch action {
         case .none:
             break

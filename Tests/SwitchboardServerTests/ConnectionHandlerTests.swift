@@ -23,6 +23,9 @@ final class SocketSimulator: ChannelDuplexHandler {
     var peerReads: Bool
     /// Close the channel from inside the n-th write (a write error mid-write).
     var failOnWrite: Int?
+    /// Delivered as a client frame from inside the failing write, before the close: NIO
+    /// reads what the socket still holds when a write fails (BaseSocketChannel.flushNow).
+    var readOnFailure: WebSocketFrame?
     private(set) var pending = 0
     private(set) var writes = 0
     private(set) var reads = 0
@@ -38,6 +41,10 @@ final class SocketSimulator: ChannelDuplexHandler {
         writes += 1
         if let failOnWrite, writes >= failOnWrite {
             promise?.fail(ChannelError.ioOnClosedChannel)
+            if let frame = readOnFailure {
+                readOnFailure = nil
+                context.fireChannelRead(NIOAny(frame))
+            }
             context.close(promise: nil)
             return
         }
@@ -105,7 +112,8 @@ struct ConnectionHarness {
         sendQueue: (maxMessages: Int, maxBytes: Int, policy: SlowConsumerPolicy) = (1024, 4 << 20, .dropOldest),
         maxMessageRate: Double? = nil,
         subscribe: [String] = ["metrics"],
-        socket: SocketSimulator = SocketSimulator()
+        socket: SocketSimulator = SocketSimulator(),
+        dedicatedDeflate: Bool = false
     ) throws {
         let json = JSONEventEncoder()
         let table = VariantTable(encoders: [json])
@@ -127,9 +135,15 @@ struct ConnectionHarness {
         channel = EmbeddedChannel(loop: loop)
         let shard = try #require(kernel.shard(for: loop))
         try channel.pipeline.syncOperations.addHandler(socket)
+        var compression: ConnectionCompression?
+        if dedicatedDeflate {
+            let policy = PerMessageDeflate.Policy(mode: .dedicated, serverWindowBits: 15, clientWindowBits: 15)
+            let agreement = try #require(PerMessageDeflate.negotiate(offers: PerMessageDeflate.parseOffers(["permessage-deflate"]), policy: policy))
+            compression = ConnectionCompression(agreement: agreement, settings: DeflateSettings(windowBits: 15, level: 6, memLevel: 8), minSize: 0, shard: shard)
+        }
         try channel.pipeline.syncOperations.addHandler(
             WebSocketConnectionHandler(
-                runtime: runtime, choice: .init(encoder: json, variant: variant), variant: variant, compression: nil,
+                runtime: runtime, choice: .init(encoder: json, variant: variant), variant: variant, compression: compression,
                 guards: [], principal: nil, shard: shard, logger: Logger(label: "test")
             )
         )
@@ -155,10 +169,16 @@ struct ConnectionHarness {
         return buffer
     }
 
-    /// The `n` values of the event frames written, in order.
-    func deliveredNumbers() -> [Int64] {
+    /// The `n` values of the event frames written, in order (inflated with context takeover
+    /// when `inflater` is given, as a dedicated-mode client would).
+    func deliveredNumbers(inflater: Inflater? = nil) -> [Int64] {
         socket.frames().compactMap { frame -> Int64? in
-            guard frame.opcode == 1, let value = try? JSONParser.parse(frame.payload.readableBytesView) else { return nil }
+            var payload = frame.payload
+            if let inflater {
+                guard let inflated = try? inflater.inflate(payload, limit: 1 << 20, resetAfter: false) else { return -1 }
+                payload = inflated
+            }
+            guard frame.opcode == 1, let value = try? JSONParser.parse(payload.readableBytesView) else { return nil }
             guard value["type"]?.stringValue == "t", case .int(let n)? = value["data"]?["n"] else { return nil }
             return n
         }
@@ -263,6 +283,53 @@ struct ConnectionHarness {
         #expect(harness.closeCodes() == [1008])
         #expect(harness.runtime.refusals.count(.messageRate) == 1)
         _ = try harness.channel.finish(acceptAlreadyClosed: true)
+    }
+
+    /// Dedicated compression (context takeover) under drop_oldest: frames are compressed
+    /// when they leave, never before they are queued, so a dropped frame cannot leave the
+    /// client's window out of step with ours (every frame after a drop would be garbage).
+    @Test func dedicatedCompressionSurvivesDropOldest() throws {
+        let socket = SocketSimulator(highWater: 256, peerReads: false)
+        let harness = try ConnectionHarness(sendQueue: (8, 1 << 20, .dropOldest), socket: socket, dedicatedDeflate: true)
+        // Rounds with a flush between them (compressed frames are tiny: they would all fit
+        // in one outbox otherwise).
+        for _ in 0..<20 { harness.publish(10, size: 500) }
+        #expect(harness.kernel.counters.dropped.load(ordering: .relaxed) > 0)
+        socket.peerReads = true
+        socket.drain(context: try harness.channel.pipeline.syncOperations.context(handler: socket))
+        harness.loop.run()
+        let inflater = try #require(Inflater(windowBits: 15))
+        let delivered = harness.deliveredNumbers(inflater: inflater)
+        #expect(!delivered.contains(-1), "a frame failed to inflate: the windows went out of step")
+        #expect(delivered.last == 9)
+        #expect(delivered.count < 200)
+        _ = try harness.channel.finish(acceptAlreadyClosed: true)
+    }
+
+    /// An endless run of empty continuation frames is a flood like any other.
+    @Test func emptyContinuationFramesCountTowardTheRate() throws {
+        let harness = try ConnectionHarness(maxMessageRate: 10)
+        try harness.channel.writeInbound(WebSocketFrame(fin: false, opcode: .text, maskKey: [1, 2, 3, 4], data: ByteBuffer()))
+        for _ in 0..<100 {
+            try harness.channel.writeInbound(WebSocketFrame(fin: false, opcode: .continuation, maskKey: [1, 2, 3, 4], data: ByteBuffer()))
+        }
+        harness.loop.run()
+        #expect(harness.closeCodes() == [1008])
+        _ = try harness.channel.finish(acceptAlreadyClosed: true)
+    }
+
+    /// A write fails while the socket still holds a client message: NIO reads it inside the
+    /// failing write, so the client's subscribe runs while the shard is delivering.
+    @Test func clientMessageReadInsideAFailingWrite() throws {
+        let socket = SocketSimulator(highWater: 1 << 20, peerReads: true)
+        socket.failOnWrite = 2
+        var subscribe = ByteBuffer(string: #"{"type":"subscribe","data":"other"}"#)
+        subscribe.webSocketMask([1, 2, 3, 4])
+        socket.readOnFailure = WebSocketFrame(fin: true, opcode: .text, maskKey: [1, 2, 3, 4], data: subscribe)
+        let harness = try ConnectionHarness(socket: socket)
+        harness.publish(20, size: 5_000)
+        #expect(!harness.channel.isActive)
+        _ = try? harness.channel.finish(acceptAlreadyClosed: true)
     }
 
     @Test func tenThousandSubscribesOnOneConnection() throws {

@@ -54,6 +54,10 @@ public struct OutboundStateMachine {
         self.queue = queue
     }
 
+    /// Whether a frame offered now goes to the socket (gathered or written) rather than to
+    /// the queue, where the policy may drop it.
+    public var takesDirectly: Bool { isWritable && !isClosing && queue.isEmpty }
+
     /// Frames waiting for the socket to become writable.
     public var queuedCount: Int { queue.count }
     /// Bytes waiting for the socket to become writable.
