@@ -27,4 +27,8 @@ for target in json client-message msgpack resp inflate config deflate-offer webs
 done
 scripts/fuzz.sh all 20
 python3 -m pytest -q -p no:cacheprovider Tests/Interop
+# Soak and chaos, short: 1,500 misbehaving connections for 60 s while Redis is killed and
+# restarted; fails if the gateway dies, a reader loses an event, /readyz lies or RSS grows.
+python3 Benchmarks/soak.py --binary .build/release/switchboard --short \
+    --out "$(mktemp -t switchboard-soak-XXXXXX.jsonl)"
 scripts/autobahn.sh .build/release/switchboard
