@@ -21,6 +21,9 @@ final class SocketSimulator: ChannelDuplexHandler {
     var highWater: Int
     /// Whether a flush empties the buffer (the peer reads).
     var peerReads: Bool
+    /// With a value, a flush only gets this many bytes out (a partial write), and the
+    /// channel becomes writable again only below half the high-water mark, as NIO does.
+    var bytesPerFlush: Int?
     /// Close the channel from inside the n-th write (a write error mid-write).
     var failOnWrite: Int?
     /// Delivered as a client frame from inside the failing write, before the close: NIO
@@ -58,7 +61,16 @@ final class SocketSimulator: ChannelDuplexHandler {
     }
 
     func flush(context: ChannelHandlerContext) {
-        if peerReads { drain(context: context) }
+        guard peerReads else { return }
+        if let bytesPerFlush {
+            pending = max(0, pending - bytesPerFlush)
+            if pending < highWater / 2, let channel = context.channel as? EmbeddedChannel, !channel.isWritable {
+                channel.isWritable = true
+                context.fireChannelWritabilityChanged()
+            }
+            return
+        }
+        drain(context: context)
     }
 
     func read(context: ChannelHandlerContext) {
@@ -161,6 +173,12 @@ struct ConnectionHarness {
     func send(_ text: String) throws {
         let frame = WebSocketFrame(fin: true, opcode: .text, maskKey: [1, 2, 3, 4], data: maskedBuffer(text, key: [1, 2, 3, 4]))
         try channel.writeInbound(frame)
+    }
+
+    func maskedBytes(_ buffer: ByteBuffer, key: WebSocketMaskingKey) -> ByteBuffer {
+        var buffer = buffer
+        buffer.webSocketMask(key)
+        return buffer
     }
 
     func maskedBuffer(_ text: String, key: WebSocketMaskingKey) -> ByteBuffer {
@@ -329,6 +347,66 @@ struct ConnectionHarness {
         let harness = try ConnectionHarness(socket: socket)
         harness.publish(20, size: 5_000)
         #expect(!harness.channel.isActive)
+        _ = try? harness.channel.finish(acceptAlreadyClosed: true)
+    }
+
+    /// Partial writes: each flush gets only part of the buffer out and writability returns
+    /// only below the low-water mark; a reading client still gets everything, in order.
+    @Test func partialWritesKeepOrderAndLoseNothing() throws {
+        let socket = SocketSimulator(highWater: 16 * 1024, peerReads: true)
+        socket.bytesPerFlush = 3_000
+        let harness = try ConnectionHarness(sendQueue: (4096, 16 << 20, .dropOldest), socket: socket)
+        for round in 0..<20 {
+            harness.publish(50, size: 1_000)
+            _ = round
+        }
+        // Keep flushing until the queue has drained (each flush moves 3,000 bytes).
+        let context = try harness.channel.pipeline.syncOperations.context(handler: socket)
+        for _ in 0..<2_000 where !harness.channel.isWritable || socket.pending > 0 {
+            context.flush()
+            socket.drain(context: context)
+            harness.loop.run()
+        }
+        let delivered = harness.deliveredNumbers()
+        #expect(delivered.count == 1_000)
+        #expect(delivered == (0..<20).flatMap { _ in (0..<50).map(Int64.init) })
+        #expect(harness.kernel.counters.dropped.load(ordering: .relaxed) == 0)
+        _ = try harness.channel.finish(acceptAlreadyClosed: true)
+    }
+
+    /// Both sides close at once: our close (rate exceeded) crosses the peer's close frame.
+    /// One close frame from us, and the socket closes when the peer's arrives.
+    @Test func closeRaceBothSidesCloseAtOnce() throws {
+        let harness = try ConnectionHarness(maxMessageRate: 1)
+        for _ in 0..<5 { try harness.send(#"{"type":"ping"}"#) }  // past the burst of 2: we close
+        var payload = ByteBuffer()
+        payload.writeInteger(UInt16(1000))
+        try harness.channel.writeInbound(WebSocketFrame(fin: true, opcode: .connectionClose, maskKey: [1, 2, 3, 4], data: harness.maskedBytes(payload, key: [1, 2, 3, 4])))
+        harness.loop.run()
+        #expect(harness.closeCodes() == [1008])
+        #expect(!harness.channel.isActive)
+        _ = try? harness.channel.finish(acceptAlreadyClosed: true)
+    }
+
+    /// The peer closes while frames wait in the queue for a full socket: gathered frames
+    /// leave before our close answer, queued ones are dropped, and there is one close.
+    @Test func peerClosesDuringABackedUpDrain() throws {
+        let socket = SocketSimulator(highWater: 4 * 1024, peerReads: false)
+        let harness = try ConnectionHarness(socket: socket)
+        harness.publish(200, size: 1_000)
+        #expect(!harness.channel.isWritable)
+        var payload = ByteBuffer()
+        payload.writeInteger(UInt16(1001))
+        try harness.channel.writeInbound(WebSocketFrame(fin: true, opcode: .connectionClose, maskKey: [1, 2, 3, 4], data: harness.maskedBytes(payload, key: [1, 2, 3, 4])))
+        socket.peerReads = true
+        socket.drain(context: try harness.channel.pipeline.syncOperations.context(handler: socket))
+        harness.loop.run()
+        #expect(harness.closeCodes() == [1001])
+        let frames = socket.frames()
+        #expect(frames.last?.opcode == 8)
+        let delivered = harness.deliveredNumbers()
+        #expect(delivered == delivered.sorted())
+        #expect(delivered.count < 200)
         _ = try? harness.channel.finish(acceptAlreadyClosed: true)
     }
 
