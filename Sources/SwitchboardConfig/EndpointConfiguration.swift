@@ -22,6 +22,9 @@ public struct EndpointConfiguration: Sendable, Decodable {
     public var maxSubscriptions: Int
     /// Longest topic or pattern a client may subscribe to, in bytes (1–256).
     public var maxTopicLength: Int
+    /// Deepest nesting of a client message, JSON or MessagePack (1–256; MessagePack stops
+    /// at 32 whatever this says); deeper → `bad_message` error reply.
+    public var maxMessageDepth: Int
     /// Client messages per second per connection, control frames (ping, pong, close)
     /// included, with a burst of twice that; past it the connection is closed with 1008.
     /// `0` turns the limit off.
@@ -46,6 +49,7 @@ public struct EndpointConfiguration: Sendable, Decodable {
         case maxSubscriptions = "max_subscriptions"
         case maxTopicLength = "max_topic_length"
         case maxMessageRate = "max_message_rate"
+        case maxMessageDepth = "max_message_depth"
         case sendQueue = "send_queue"
     }
 
@@ -68,6 +72,7 @@ public struct EndpointConfiguration: Sendable, Decodable {
         maxSubscriptions = try container.value(.maxSubscriptions, default: 128)
         maxTopicLength = try container.value(.maxTopicLength, default: 256)
         maxMessageRate = try container.value(.maxMessageRate, default: 100)
+        maxMessageDepth = try container.value(.maxMessageDepth, default: 32)
         sendQueue = try container.value(.sendQueue, default: SendQueueConfiguration())
         mode = try container.value(.mode, default: .pubsub)
         compression = try container.value(.compression, default: .off)
@@ -107,6 +112,9 @@ public struct EndpointConfiguration: Sendable, Decodable {
         }
         if maxTopicLength < 1 || maxTopicLength > 256 {
             node.report("max_topic_length must be between 1 and 256 bytes, got \(maxTopicLength)", key: "max_topic_length")
+        }
+        if maxMessageDepth < 1 || maxMessageDepth > 256 {
+            node.report("max_message_depth must be between 1 and 256, got \(maxMessageDepth)", key: "max_message_depth")
         }
         if maxMessageRate < 0 || maxMessageRate > 1_000_000 {
             node.report("max_message_rate must be between 0 (off) and 1000000 messages per second, got \(maxMessageRate)", key: "max_message_rate")

@@ -83,6 +83,16 @@ public protocol EventEncoder: Sendable {
     func encode(_ reply: ServerReply, timestamp: Int64, into buffer: inout ByteBuffer)
     /// Decodes one complete client message.
     func decode(_ payload: ByteBuffer) -> Result<ClientMessage, ClientMessageError>
+    /// Decodes one complete client message nesting at most `maxDepth` levels (the
+    /// endpoint's `max_message_depth`); deeper input is a `bad_message` error.
+    func decode(_ payload: ByteBuffer, maxDepth: Int) -> Result<ClientMessage, ClientMessageError>
+}
+
+extension EventEncoder {
+    /// Encoders that know no depth limit of their own decode as usual.
+    public func decode(_ payload: ByteBuffer, maxDepth: Int) -> Result<ClientMessage, ClientMessageError> {
+        decode(payload)
+    }
 }
 
 /// A sink encoder plugin: registered by ``typeName`` and named in endpoint `encoders:` lists.

@@ -21,11 +21,12 @@ public struct JSONParser {
     /// Deepest nesting accepted; deeper input is rejected instead of recursing without bound.
     public static let maximumDepth = 256
 
-    /// Parses a complete JSON document from `bytes`.
-    public static func parse<Bytes: Collection<UInt8>>(_ bytes: Bytes) throws(JSONParseError) -> JSONValue {
+    /// Parses a complete JSON document from `bytes`, nesting at most `maxDepth` levels
+    /// (at most ``maximumDepth``).
+    public static func parse<Bytes: Collection<UInt8>>(_ bytes: Bytes, maxDepth: Int = maximumDepth) throws(JSONParseError) -> JSONValue {
         let array = Array(bytes)
         return try array.withUnsafeBufferPointer { (buffer) throws(JSONParseError) -> JSONValue in
-            var parser = JSONParser(buffer: buffer)
+            var parser = JSONParser(buffer: buffer, maxDepth: max(1, min(maxDepth, maximumDepth)))
             parser.skipWhitespace()
             let value = try parser.parseValue(depth: 0)
             parser.skipWhitespace()
@@ -42,10 +43,12 @@ public struct JSONParser {
     }
 
     private let buffer: UnsafeBufferPointer<UInt8>
+    private let maxDepth: Int
     private var index = 0
 
-    private init(buffer: UnsafeBufferPointer<UInt8>) {
+    private init(buffer: UnsafeBufferPointer<UInt8>, maxDepth: Int) {
         self.buffer = buffer
+        self.maxDepth = maxDepth
     }
 
     private var current: UInt8? { index < buffer.count ? buffer[index] : nil }
@@ -74,7 +77,7 @@ public struct JSONParser {
     }
 
     private mutating func parseValue(depth: Int) throws(JSONParseError) -> JSONValue {
-        guard depth < Self.maximumDepth else { throw error("nesting deeper than \(Self.maximumDepth) levels") }
+        guard depth < maxDepth else { throw error("nesting deeper than \(maxDepth) levels") }
         guard let byte = current else { throw error("unexpected end of input, expected a value") }
         switch byte {
         case UInt8(ascii: "{"): return try parseObject(depth: depth)

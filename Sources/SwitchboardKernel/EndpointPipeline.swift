@@ -29,6 +29,8 @@ public struct EndpointPipeline: Sendable {
     public let maxSubscriptions: Int
     /// Longest topic or pattern a client may subscribe to, in bytes.
     public let maxTopicLength: Int
+    /// Deepest nesting of a client message (JSON or MessagePack).
+    public let maxMessageDepth: Int
     /// Client messages per second one connection may send (control frames included), with
     /// a burst of twice that; `nil` = unlimited.
     public let maxMessageRate: Double?
@@ -53,6 +55,7 @@ public struct EndpointPipeline: Sendable {
         maxMessageSize: Int,
         maxSubscriptions: Int,
         maxTopicLength: Int = 256,
+        maxMessageDepth: Int = 32,
         maxMessageRate: Double? = nil,
         sendQueue: SendQueueConfiguration,
         mode: EndpointMode,
@@ -71,6 +74,7 @@ public struct EndpointPipeline: Sendable {
         self.maxMessageSize = maxMessageSize
         self.maxSubscriptions = maxSubscriptions
         self.maxTopicLength = maxTopicLength
+        self.maxMessageDepth = maxMessageDepth
         self.maxMessageRate = maxMessageRate.flatMap { $0 > 0 ? $0 : nil }
         self.sendQueue = sendQueue
         self.mode = mode

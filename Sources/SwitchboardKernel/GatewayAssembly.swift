@@ -70,6 +70,7 @@ public struct GatewayAssembly: Sendable {
                     maxMessageSize: endpoint.maxMessageSize.bytes,
                     maxSubscriptions: endpoint.maxSubscriptions,
                     maxTopicLength: endpoint.maxTopicLength,
+                    maxMessageDepth: endpoint.maxMessageDepth,
                     maxMessageRate: endpoint.maxMessageRate > 0 ? Double(endpoint.maxMessageRate) : nil,
                     sendQueue: endpoint.sendQueue,
                     mode: endpoint.mode,

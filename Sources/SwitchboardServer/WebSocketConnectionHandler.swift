@@ -270,7 +270,7 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber 
         case .echo:
             sendOwn(dataFrame(opcode: text ? .text : .binary, payload: payload))
         case .pubsub:
-            switch choice.encoder.decode(payload) {
+            switch choice.encoder.decode(payload, maxDepth: pipeline.maxMessageDepth) {
             case .success(let message):
                 perform(session.received(message, pipeline: pipeline))
             case .failure(let error):

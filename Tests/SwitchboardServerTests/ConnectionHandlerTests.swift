@@ -125,7 +125,8 @@ struct ConnectionHarness {
         maxMessageRate: Double? = nil,
         subscribe: [String] = ["metrics"],
         socket: SocketSimulator = SocketSimulator(),
-        dedicatedDeflate: Bool = false
+        dedicatedDeflate: Bool = false,
+        guards: [any ConnectionGuard] = []
     ) throws {
         let json = JSONEventEncoder()
         let table = VariantTable(encoders: [json])
@@ -156,7 +157,7 @@ struct ConnectionHarness {
         try channel.pipeline.syncOperations.addHandler(
             WebSocketConnectionHandler(
                 runtime: runtime, choice: .init(encoder: json, variant: variant), variant: variant, compression: compression,
-                guards: [], principal: nil, shard: shard, logger: Logger(label: "test")
+                guards: guards, principal: nil, shard: shard, logger: Logger(label: "test")
             )
         )
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
@@ -407,6 +408,29 @@ struct ConnectionHarness {
         let delivered = harness.deliveredNumbers()
         #expect(delivered == delivered.sorted())
         #expect(delivered.count < 200)
+        _ = try? harness.channel.finish(acceptAlreadyClosed: true)
+    }
+
+    /// A filter's guard (the `rate_limit` filter's message rate) sees pings and pongs too,
+    /// not only data messages; a `close` verdict on a ping closes the connection.
+    @Test func filterGuardsCountControlFrames() throws {
+        final class CountingGuard: ConnectionGuard, @unchecked Sendable {
+            var seen = 0
+            func messageReceived(now: Int64) -> MessageVerdict {
+                seen += 1
+                return seen > 5 ? .close(code: 1008, reason: "rate limited") : .accept
+            }
+            func connectionClosed() {}
+        }
+        let counting = CountingGuard()
+        let harness = try ConnectionHarness(guards: [counting])
+        for _ in 0..<3 {
+            try harness.channel.writeInbound(WebSocketFrame(fin: true, opcode: .ping, maskKey: [1, 2, 3, 4], data: ByteBuffer()))
+            try harness.channel.writeInbound(WebSocketFrame(fin: true, opcode: .pong, maskKey: [1, 2, 3, 4], data: ByteBuffer()))
+        }
+        harness.loop.run()
+        #expect(counting.seen == 6)
+        #expect(harness.closeCodes() == [1008])
         _ = try? harness.channel.finish(acceptAlreadyClosed: true)
     }
 

@@ -47,9 +47,13 @@ public struct JSONEventEncoder: EventEncoder {
     }
 
     public func decode(_ payload: ByteBuffer) -> Result<ClientMessage, ClientMessageError> {
+        decode(payload, maxDepth: JSONParser.maximumDepth)
+    }
+
+    public func decode(_ payload: ByteBuffer, maxDepth: Int) -> Result<ClientMessage, ClientMessageError> {
         let message: JSONValue
         do {
-            message = try JSONParser.parse(payload.readableBytesView)
+            message = try JSONParser.parse(payload.readableBytesView, maxDepth: maxDepth)
         } catch {
             return .failure(ClientMessageError(code: "bad_message", message: "invalid JSON: \(error.description)"))
         }

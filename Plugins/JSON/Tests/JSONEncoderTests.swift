@@ -61,4 +61,21 @@ import Testing
         }
         #expect(type == "refresh")
     }
+
+    /// The endpoint's `max_message_depth` bounds a client message's nesting.
+    @Test func decodeHonoursTheEndpointDepth() {
+        let encoder = JSONEventEncoder()
+        let shallow = ByteBuffer(string: #"{"type":"subscribe","data":"t","x":[1]}"#)
+        guard case .success = encoder.decode(shallow, maxDepth: 3) else {
+            Issue.record("depth 3 should be accepted")
+            return
+        }
+        let deep = ByteBuffer(string: #"{"type":"subscribe","data":"t","x":[[1]]}"#)
+        guard case .failure(let error) = encoder.decode(deep, maxDepth: 3) else {
+            Issue.record("depth 4 should be refused")
+            return
+        }
+        #expect(error.code == "bad_message")
+        #expect(error.message.contains("nesting deeper than 3 levels"))
+    }
 }

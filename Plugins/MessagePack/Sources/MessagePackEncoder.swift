@@ -50,7 +50,11 @@ public struct MessagePackEventEncoder: EventEncoder {
     }
 
     public func decode(_ payload: ByteBuffer) -> Result<ClientMessage, ClientMessageError> {
-        switch MessagePackReader.read(payload) {
+        decode(payload, maxDepth: MessagePackReader.maximumDepth)
+    }
+
+    public func decode(_ payload: ByteBuffer, maxDepth: Int) -> Result<ClientMessage, ClientMessageError> {
+        switch MessagePackReader.read(payload, maxDepth: maxDepth) {
         case .success(let value): return ClientMessageDecoding.interpret(value)
         case .failure(let error): return .failure(ClientMessageError(code: "bad_message", message: "invalid MessagePack: \(error.message)"))
         }

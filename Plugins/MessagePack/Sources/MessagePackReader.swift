@@ -17,9 +17,10 @@ public struct MessagePackError: Error, Equatable, Sendable {
 public enum MessagePackReader {
     public static let maximumDepth = 32
 
-    public static func read(_ payload: ByteBuffer) -> Result<JSONValue, MessagePackError> {
+    /// Reads one complete value nesting at most `maxDepth` levels (at most ``maximumDepth``).
+    public static func read(_ payload: ByteBuffer, maxDepth: Int = maximumDepth) -> Result<JSONValue, MessagePackError> {
         let bytes = Array(payload.readableBytesView)
-        if let problem = validate(bytes) { return .failure(MessagePackError(message: problem)) }
+        if let problem = validate(bytes, maxDepth: maxDepth) { return .failure(MessagePackError(message: problem)) }
         return bytes.withUnsafeBufferPointer { buffer -> Result<JSONValue, MessagePackError> in
             var unpacked = msgpack_unpacked()
             msgpack_unpacked_init(&unpacked)
@@ -97,7 +98,8 @@ public enum MessagePackReader {
     }
 
     /// Returns a problem description, or `nil` when `bytes` hold exactly one well-bounded value.
-    public static func validate(_ bytes: [UInt8]) -> String? {
+    public static func validate(_ bytes: [UInt8], maxDepth: Int = maximumDepth) -> String? {
+        let maxDepth = max(1, min(maxDepth, maximumDepth))
         var index = 0
         var pending = 1  // values still to read at the current nesting
         var stack: [Int] = []  // pending counts of the enclosing containers
@@ -155,7 +157,7 @@ public enum MessagePackReader {
             if children > 0 {
                 // Every element takes at least one byte: a count larger than what is left is a lie.
                 guard need(children) else { return "container claims more elements than the message holds" }
-                guard stack.count < maximumDepth else { return "nesting deeper than \(maximumDepth) levels" }
+                guard stack.count < maxDepth else { return "nesting deeper than \(maxDepth) levels" }
                 stack.append(pending)
                 pending = children
             }
