@@ -39,6 +39,9 @@ let package = Package(
             name: "SwitchboardCore",
             dependencies: [
                 .product(name: "NIOCore", package: "swift-nio"),
+                // NIOLockedValueBox: pthread-backed, so Thread Sanitizer sees its ordering
+                // (it cannot see the futex inside Synchronization.Mutex on Linux).
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings

@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import Logging
 import Synchronization
 
@@ -13,7 +14,7 @@ public final class FilterDenials: Sendable {
     /// The endpoint the filter guards.
     public let endpoint: String
     private let logger: Logger
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
 
     private struct State {
         /// Reason → (denied, observed-only) counts, in first-seen order.
@@ -32,7 +33,7 @@ public final class FilterDenials: Sendable {
     /// observed: the request went through.
     public func record(reason: String, remote: String?, mode: FilterMode) {
         let now = ContinuousClock.now
-        let (shouldLog, suppressed): (Bool, Int) = state.withLock { state in
+        let (shouldLog, suppressed): (Bool, Int) = state.withLockedValue { state in
             if let index = state.counts.firstIndex(where: { $0.reason == reason }) {
                 if mode == .observe { state.counts[index].observed += 1 } else { state.counts[index].denied += 1 }
             } else if state.counts.count < 64 {
@@ -65,7 +66,7 @@ public final class FilterDenials: Sendable {
 
     /// Counts per reason, in first-seen order.
     public var counts: [(reason: String, denied: Int, observed: Int)] {
-        state.withLock { $0.counts }
+        state.withLockedValue { $0.counts }
     }
 
     /// `{"filter","denied":{reason: n},"observed":{reason: n}}` for `/stats`.

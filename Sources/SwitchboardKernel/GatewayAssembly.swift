@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import Logging
 import NIOCore
 import Synchronization
@@ -145,24 +146,24 @@ public struct AssemblyError: Error, CustomStringConvertible, Sendable {
 
 /// Holds the function that produces the gateway's stats (set once the server exists).
 public final class StatsProviderBox: Sendable {
-    private let provider = Mutex<(@Sendable () async -> JSONValue)?>(nil)
+    private let provider = NIOLockedValueBox<(@Sendable () async -> JSONValue)?>(nil)
 
     public init() {}
 
     public func set(_ function: @escaping @Sendable () async -> JSONValue) {
-        provider.withLock { $0 = function }
+        provider.withLockedValue { $0 = function }
     }
 
     public func snapshot() async -> JSONValue {
-        guard let function = provider.withLock({ $0 }) else { return .object(JSONObject()) }
+        guard let function = provider.withLockedValue({ $0 }) else { return .object(JSONObject()) }
         return await function()
     }
 }
 
 final class RouteCollector: Sendable {
-    private let routes = Mutex<[HTTPRoute]>([])
-    func add(_ route: HTTPRoute) { routes.withLock { $0.append(route) } }
-    var all: [HTTPRoute] { routes.withLock { $0 } }
+    private let routes = NIOLockedValueBox<[HTTPRoute]>([])
+    func add(_ route: HTTPRoute) { routes.withLockedValue { $0.append(route) } }
+    var all: [HTTPRoute] { routes.withLockedValue { $0 } }
 }
 
 /// The ``SourceContext`` the kernel hands to each source.

@@ -122,10 +122,10 @@ final class SharedDeflater: @unchecked Sendable {
 public final class PreparedEvent: Sendable {
     public let event: Event
     private let table: VariantTable
-    private let state: Mutex<State>
+    private let state: NIOLockedValueBox<State>
     private let counters: KernelCounters
 
-    private struct State: ~Copyable {
+    private struct State {
         var plainFrames: [ByteBuffer?]
         var frames: [ByteBuffer?]
     }
@@ -134,12 +134,12 @@ public final class PreparedEvent: Sendable {
         self.event = event
         self.table = table
         self.counters = counters
-        self.state = Mutex(State(plainFrames: Array(repeating: nil, count: table.encoders.count), frames: Array(repeating: nil, count: table.count)))
+        self.state = NIOLockedValueBox(State(plainFrames: Array(repeating: nil, count: table.encoders.count), frames: Array(repeating: nil, count: table.count)))
     }
 
     /// The complete WebSocket frame for `variant`, building it on first use.
     public func frame(for variant: VariantID) -> ByteBuffer {
-        state.withLock { state in
+        state.withLockedValue { state in
             guard variant.index >= 0 && variant.index < state.frames.count else { return ByteBuffer() }
             if let frame = state.frames[variant.index] { return frame }
             let entry = table.entries[variant.index]

@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import Logging
 import Synchronization
 import SwitchboardCore
@@ -19,8 +20,8 @@ public struct SourceStatus: Sendable, Equatable {
 /// it loses its backend and the supervisor tries again later, logging once per state
 /// change rather than once per retry.
 public final class SourceSupervisor: Sendable {
-    private let states = Mutex<[String: SourceStatus]>([:])
-    private let order = Mutex<[String]>([])
+    private let states = NIOLockedValueBox<[String: SourceStatus]>([:])
+    private let order = NIOLockedValueBox<[String]>([])
     private let logger: Logger
     private let backoff: Backoff
 
@@ -31,13 +32,13 @@ public final class SourceSupervisor: Sendable {
 
     /// Declares a source so it shows up as `starting` before it runs.
     public func register(name: String, plugin: String) {
-        states.withLock { $0[name] = SourceStatus(name: name, plugin: plugin, health: .starting, since: UnixTime.nowMilliseconds(), restarts: 0) }
-        order.withLock { $0.append(name) }
+        states.withLockedValue { $0[name] = SourceStatus(name: name, plugin: plugin, health: .starting, since: UnixTime.nowMilliseconds(), restarts: 0) }
+        order.withLockedValue { $0.append(name) }
     }
 
     /// Records a health change; logs only when the state label changes.
     public func update(name: String, health: SourceHealth) {
-        let changed: (old: SourceHealth, new: SourceHealth)? = states.withLock { states in
+        let changed: (old: SourceHealth, new: SourceHealth)? = states.withLockedValue { states in
             guard var status = states[name] else { return nil }
             let old = status.health
             guard old != health else { return nil }
@@ -60,8 +61,8 @@ public final class SourceSupervisor: Sendable {
 
     /// Current statuses in registration order.
     public func statuses() -> [SourceStatus] {
-        let names = order.withLock { $0 }
-        return states.withLock { states in names.compactMap { states[$0] } }
+        let names = order.withLockedValue { $0 }
+        return states.withLockedValue { states in names.compactMap { states[$0] } }
     }
 
     /// Whether every source is connected (or has finished on its own).
@@ -87,7 +88,7 @@ public final class SourceSupervisor: Sendable {
                 return
             } catch {
                 if Task.isCancelled { break }
-                let wasConnected = states.withLock { $0[name]?.health == .connected }
+                let wasConnected = states.withLockedValue { $0[name]?.health == .connected }
                 if wasConnected || ContinuousClock.now - started > .seconds(30) { backoff.reset() }
                 update(name: name, health: .retrying(lastError: "\(error)"))
                 let delay = backoff.nextDelay()

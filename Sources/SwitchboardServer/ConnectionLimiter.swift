@@ -1,4 +1,5 @@
 #if canImport(Glibc)
+import NIOConcurrencyHelpers
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
@@ -20,7 +21,7 @@ public final class ConnectionLimiter: Sendable {
     private let lingering = Atomic<Int>(0)
     /// Refused sockets allowed to linger (answer out, then close) at the same time.
     public static let maximumLingering = 32
-    private let perIP = Mutex<[String: Int]>([:])
+    private let perIP = NIOLockedValueBox<[String: Int]>([:])
 
     /// Sockets admitted past `maxConnections` that may only ask for `/healthz` (everything
     /// else gets 503): an orchestrator's liveness probe still gets an answer while the
@@ -77,7 +78,7 @@ public final class ConnectionLimiter: Sendable {
         }
         let admission: Admission = total > maxConnections ? .probesOnly : .admitted
         guard maxConnectionsPerIP > 0, let address else { return admission }
-        let admitted = perIP.withLock { counts -> Bool in
+        let admitted = perIP.withLockedValue { counts -> Bool in
             let current = counts[address, default: 0]
             guard current < maxConnectionsPerIP else { return false }
             counts[address] = current + 1
@@ -108,7 +109,7 @@ public final class ConnectionLimiter: Sendable {
     public func release(_ address: String?) {
         open.subtract(1, ordering: .relaxed)
         guard maxConnectionsPerIP > 0, let address else { return }
-        perIP.withLock { counts in
+        perIP.withLockedValue { counts in
             guard let current = counts[address] else { return }
             if current <= 1 { counts[address] = nil } else { counts[address] = current - 1 }
         }

@@ -36,8 +36,8 @@ public final class Gateway: Sendable {
     let connectionLimiter: ConnectionLimiter
     /// Refusals before any endpoint: connection limits, handshake timeouts, bad requests.
     let listenerRefusals: RefusalCounters
-    private let boundPort = Mutex<Int?>(nil)
-    private let serviceGroup = Mutex<ServiceGroup?>(nil)
+    private let boundPort = NIOLockedValueBox<Int?>(nil)
+    private let serviceGroup = NIOLockedValueBox<ServiceGroup?>(nil)
 
     /// Builds everything; nothing listens yet.
     public static func make(
@@ -107,7 +107,7 @@ public final class Gateway: Sendable {
     }
 
     /// The port actually bound (useful with port 0), once the server runs.
-    public var port: Int? { boundPort.withLock { $0 } }
+    public var port: Int? { boundPort.withLockedValue { $0 } }
 
     /// Runs until SIGINT/SIGTERM (when `handleSignals`) or ``shutdown()``: closes WebSocket
     /// clients with 1001, stops sources, then returns.
@@ -140,7 +140,7 @@ public final class Gateway: Sendable {
             configuration: .init(address: .hostname(listener.host, port: listener.port), serverName: nil, backlog: 4096),
             onServerRunning: { [self] channel in
                 let port = channel.localAddress?.port ?? listener.port
-                self.boundPort.withLock { $0 = port }
+                self.boundPort.withLockedValue { $0 = port }
                 let displayHost = listener.host == "0.0.0.0" || listener.host == "::" ? "localhost" : listener.host
                 let base = "http://\(displayHost):\(port)"
                 logger.info("switchboard listening", metadata: [
@@ -168,7 +168,7 @@ public final class Gateway: Sendable {
                 logger: logger
             )
         )
-        serviceGroup.withLock { $0 = group }
+        serviceGroup.withLockedValue { $0 = group }
         try await group.run()
         await waitForWebSocketClients()
         logger.info("switchboard stopped")
@@ -186,7 +186,7 @@ public final class Gateway: Sendable {
 
     /// Starts a graceful shutdown of a running gateway.
     public func shutdown() async {
-        let group = serviceGroup.withLock { $0 }
+        let group = serviceGroup.withLockedValue { $0 }
         await group?.triggerGracefulShutdown()
     }
 
@@ -249,7 +249,8 @@ public final class Gateway: Sendable {
                         remoteAddress: context.remoteAddress?.ipAddress
                     )
                     if let refusal = authorize(headersOnly) {
-                        context.closeAfterResponse()
+                        // The body is never buffered; `Connection: close` tells the client
+                        // not to reuse the connection (Hummingbird discards the rest).
                         var headers: HTTPFields = [.connection: "close"]
                         for header in refusal.headers {
                             if let name = HTTPField.Name(header.name) { headers[name] = header.value }
@@ -262,7 +263,6 @@ public final class Gateway: Sendable {
                     body = try await request.collectBody(upTo: limit)
                 } catch {
                     refusals.record(.bodyTooLarge)
-                    context.closeAfterResponse()
                     return Self.json(
                         ["error": ["code": "body_too_large", "message": .string("request body is larger than \(limit) bytes")]],
                         status: .contentTooLarge

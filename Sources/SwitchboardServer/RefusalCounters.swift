@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import Logging
 import NIOCore
 import Synchronization
@@ -77,7 +78,7 @@ public final class RefusalCounters: Sendable {
     }
 
     /// Refusals are rare next to deliveries; a lock per refusal costs nothing that matters.
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
     private let logger: Logger
     private let scope: String
 
@@ -90,7 +91,7 @@ public final class RefusalCounters: Sendable {
     /// Counts one refusal (and logs it, unless a line of its kind was logged recently).
     public func record(_ refusal: Refusal) {
         let now = Int64(NIODeadline.now().uptimeNanoseconds)
-        let line = state.withLock { state -> (total: Int, since: Int)? in
+        let line = state.withLockedValue { state -> (total: Int, since: Int)? in
             let index = refusal.rawValue
             state.counts[index] += 1
             guard now - state.lastLogged[index] >= Self.logInterval else { return nil }
@@ -108,12 +109,12 @@ public final class RefusalCounters: Sendable {
 
     /// How many refusals of this kind so far.
     public func count(_ refusal: Refusal) -> Int {
-        state.withLock { $0.counts[refusal.rawValue] }
+        state.withLockedValue { $0.counts[refusal.rawValue] }
     }
 
     /// Every kind with its count, for `/stats`.
     public var snapshot: [(name: String, count: Int)] {
-        let counts = state.withLock { $0.counts }
+        let counts = state.withLockedValue { $0.counts }
         return Refusal.allCases.map { ($0.name, counts[$0.rawValue]) }
     }
 }

@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import AsyncHTTPClient
 import Foundation
 import JWTKit
@@ -25,7 +26,7 @@ final class IssuerKeySet: Sendable {
     private let config: JWTFilter.IssuerConfig
     private let staticKeys: [Key]
     private let logger: Logger
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
 
     private struct State {
         var jwksKeys: [String: Key] = [:]
@@ -49,7 +50,7 @@ final class IssuerKeySet: Sendable {
             }
             let keys = try await Self.parse(data, logger: logger)
             if keys.isEmpty { throw ConfigValidationError("jwks_file '\(path)' holds no usable keys") }
-            state.withLock { $0.jwksKeys = keys }
+            state.withLockedValue { $0.jwksKeys = keys }
         }
         if config.jwksURL != nil {
             await refetch(force: true)
@@ -61,7 +62,7 @@ final class IssuerKeySet: Sendable {
     /// every key of this issuer when the token names none.
     func keys(kid: String?, algorithm: JWTAlgorithmName) async throws -> [Key] {
         guard let kid else {
-            return staticKeys + state.withLock { Array($0.jwksKeys.values) }
+            return staticKeys + state.withLockedValue { Array($0.jwksKeys.values) }
         }
         if let key = lookup(kid) { return [key] }
         guard config.jwksURL != nil else { return [] }
@@ -70,7 +71,7 @@ final class IssuerKeySet: Sendable {
     }
 
     private func lookup(_ kid: String) -> Key? {
-        staticKeys.first { $0.kid == kid } ?? state.withLock { $0.jwksKeys[kid] }
+        staticKeys.first { $0.kid == kid } ?? state.withLockedValue { $0.jwksKeys[kid] }
     }
 
     private func startPeriodicRefresh() {
@@ -87,7 +88,7 @@ final class IssuerKeySet: Sendable {
     /// Fetches the JWKS URL; concurrent callers wait for the same fetch.
     private func refetch(force: Bool) async {
         let now = ContinuousClock.now
-        let task: Task<Void, Never>? = state.withLock { state in
+        let task: Task<Void, Never>? = state.withLockedValue { state in
             if let running = state.fetching { return running }
             if !force, let last = state.lastFetch, now - last < config.jwksMinRefetch.duration { return nil }
             state.lastFetch = now
@@ -99,7 +100,7 @@ final class IssuerKeySet: Sendable {
     }
 
     private func fetch() async {
-        defer { state.withLock { $0.fetching = nil } }
+        defer { state.withLockedValue { $0.fetching = nil } }
         guard let url = config.jwksURL else { return }
         do {
             var request = HTTPClientRequest(url: url)
@@ -109,7 +110,7 @@ final class IssuerKeySet: Sendable {
             let body = try await response.body.collect(upTo: Self.maximumJWKSBytes)
             let keys = try await Self.parse(Data(body.readableBytesView), logger: logger)
             guard !keys.isEmpty else { throw ConfigValidationError("no usable keys") }
-            let changed: Bool = state.withLock { state in
+            let changed: Bool = state.withLockedValue { state in
                 defer { state.jwksKeys = keys }
                 return Set(state.jwksKeys.keys) != Set(keys.keys)
             }
