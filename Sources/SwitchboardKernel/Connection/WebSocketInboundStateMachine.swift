@@ -8,15 +8,8 @@ import NIOCore
 /// lengths are checked there) and returns what the connection should do; it never touches
 /// the channel, so nothing NIO calls back can find it in the middle of a mutation.
 public struct WebSocketInboundStateMachine {
-    /// RFC 6455 opcodes.
-    public enum Opcode: UInt8, Sendable {
-        case continuation = 0x0
-        case text = 0x1
-        case binary = 0x2
-        case close = 0x8
-        case ping = 0x9
-        case pong = 0xA
-    }
+    /// RFC 6455 opcodes (the same values the server's own frames use).
+    public typealias Opcode = ServerFrame.Opcode
 
     /// One frame from the client.
     public struct Frame {
