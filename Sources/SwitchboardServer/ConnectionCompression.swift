@@ -29,19 +29,18 @@ public final class ConnectionCompression {
 
     /// The compressed form of `payload`, or `nil` to send it as it is (small, or no zlib).
     func compress(_ payload: ByteBuffer) -> ByteBuffer? {
-        guard payload.readableBytes >= minSize else { return nil }
-        if let shared = shard?.sharedDeflater(settings) {
-            var output = ByteBuffer()
-            output.reserveCapacity(payload.readableBytes / 2 + 64)
-            shared.compress(payload, into: &output, resetAfter: true)
-            return output
-        }
-        if deflater == nil { deflater = Deflater(settings: settings) }
-        guard let deflater else { return nil }
+        guard payload.readableBytes >= minSize, let deflater = shard?.sharedDeflater(settings) ?? ownDeflater() else { return nil }
         var output = ByteBuffer()
         output.reserveCapacity(payload.readableBytes / 2 + 64)
+        // A shared compressor is only ever used without context takeover.
         deflater.compress(payload, into: &output, resetAfter: agreement.serverNoContextTakeover)
         return output
+    }
+
+    /// This connection's own compressor (dedicated mode), created on first use.
+    private func ownDeflater() -> Deflater? {
+        if deflater == nil { deflater = Deflater(settings: settings) }
+        return deflater
     }
 
     /// Reserves dedicated-mode memory from the node-wide budget; `false` when it is spent.

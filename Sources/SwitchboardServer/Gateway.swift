@@ -241,26 +241,20 @@ public final class Gateway: Sendable {
             let refusals = listenerRefusals
             router.on(RouterPath(route.path), method: HTTPRequest.Method(route.method) ?? .post) { request, context in
                 var request = request
-                if let authorize {
-                    let headersOnly = HTTPRouteRequest(
-                        headers: request.headers.map { (name: $0.name.rawName, value: $0.value) },
-                        query: request.uri.queryParameters.map { (name: String($0.key), value: String($0.value)) },
-                        body: ByteBuffer(),
-                        remoteAddress: context.remoteAddress?.ipAddress
-                    )
-                    if let refusal = authorize(headersOnly) {
-                        // The body is never buffered; `Connection: close` tells the client
-                        // not to reuse the connection (Hummingbird discards the rest).
-                        var headers: HTTPFields = [.connection: "close"]
-                        for header in refusal.headers {
-                            if let name = HTTPField.Name(header.name) { headers[name] = header.value }
-                        }
-                        return Self.json(refusal.body, status: .init(code: refusal.status), extraHeaders: headers)
-                    }
+                var routeRequest = HTTPRouteRequest(
+                    headers: request.headers.map { (name: $0.name.rawName, value: $0.value) },
+                    query: request.uri.queryParameters.map { (name: String($0.key), value: String($0.value)) },
+                    body: ByteBuffer(),
+                    remoteAddress: context.remoteAddress?.ipAddress
+                )
+                // The headers decide first, before a byte of the body is buffered.
+                // `Connection: close` tells the client not to reuse the connection
+                // (Hummingbird discards the rest of the body).
+                if let refusal = authorize?(routeRequest) {
+                    return Self.response(refusal, extraHeaders: [.connection: "close"])
                 }
-                let body: ByteBuffer
                 do {
-                    body = try await request.collectBody(upTo: limit)
+                    routeRequest.body = try await request.collectBody(upTo: limit)
                 } catch {
                     refusals.record(.bodyTooLarge)
                     return Self.json(
@@ -268,38 +262,27 @@ public final class Gateway: Sendable {
                         status: .contentTooLarge
                     )
                 }
-                let routeRequest = HTTPRouteRequest(
-                    headers: request.headers.map { (name: $0.name.rawName, value: $0.value) },
-                    query: request.uri.queryParameters.map { (name: String($0.key), value: String($0.value)) },
-                    body: body,
-                    remoteAddress: context.remoteAddress?.ipAddress
-                )
-                let response = await handler(routeRequest)
-                var headers = HTTPFields()
-                for header in response.headers {
-                    if let name = HTTPField.Name(header.name) { headers[name] = header.value }
-                }
-                return Self.json(response.body, status: .init(code: response.status), extraHeaders: headers)
+                return Self.response(await handler(routeRequest))
             }
         }
     }
 
-    /// Whether the request carries the admin key (compared in constant time).
+    /// Whether the request carries the admin key (`X-Admin-Key` or `Authorization: Bearer`,
+    /// compared in constant time).
     static func hasAdminKey(_ headers: HTTPFields, adminKey: String?) -> Bool {
         guard let adminKey else { return false }
-        var offered = HTTPField.Name("X-Admin-Key").flatMap { headers[$0] }
-        if offered == nil, let authorization = headers[.authorization], authorization.lowercased().hasPrefix("bearer ") {
-            offered = String(authorization.dropFirst(7)).trimmingSpaces()
+        let lookup = HTTPRouteRequest(headers: headers.map { (name: $0.name.rawName, value: $0.value) }, query: [], body: ByteBuffer(), remoteAddress: nil)
+        guard let offered = lookup.header("X-Admin-Key") ?? lookup.bearerToken else { return false }
+        return ConstantTime.equal(Array(offered.utf8), Array(adminKey.utf8))
+    }
+
+    /// A plugin route's response as Hummingbird's.
+    static func response(_ response: HTTPRouteResponse, extraHeaders: HTTPFields = [:]) -> Response {
+        var headers = extraHeaders
+        for header in response.headers {
+            if let name = HTTPField.Name(header.name) { headers[name] = header.value }
         }
-        guard let offered else { return false }
-        // Constant time in the key's length: no early exit on the first differing byte.
-        let given = Array(offered.utf8)
-        let expected = Array(adminKey.utf8)
-        var difference = given.count ^ expected.count
-        for index in expected.indices {
-            difference |= Int(expected[index] ^ (index < given.count ? given[index] : 0))
-        }
-        return difference == 0
+        return json(response.body, status: .init(code: response.status), extraHeaders: headers)
     }
 
     static func json(_ value: JSONValue, status: HTTPResponse.Status, extraHeaders: HTTPFields = [:]) -> Response {

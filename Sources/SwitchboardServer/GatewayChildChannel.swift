@@ -30,6 +30,20 @@ func lingeringClose(_ channel: any Channel, limiter: ConnectionLimiter? = nil) {
     if let limiter { channel.closeFuture.whenComplete { _ in limiter.stopLingering() } }
 }
 
+/// A complete HTTP/1.1 response with a JSON error body, as bytes, for the paths that answer
+/// below (or without) the HTTP codec.
+func rawResponse(status: String, code: String, message: String, retryAfter: Int? = nil) -> ByteBuffer {
+    var body = ByteBuffer()
+    JSONWriter.write(["error": ["code": .string(code), "message": .string(message)]], into: &body)
+    body.writeStaticString("\n")
+    var response = ByteBuffer()
+    response.writeString("HTTP/1.1 \(status)\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: \(body.readableBytes)\r\n")
+    if let retryAfter { response.writeString("Retry-After: \(retryAfter)\r\n") }
+    response.writeStaticString("\r\n")
+    response.writeBuffer(&body)
+    return response
+}
+
 /// The child channel of the gateway's one port: HTTP/1.1 handled by Hummingbird, and
 /// WebSocket upgrades on configured endpoint paths handed to ``WebSocketConnectionHandler``.
 ///
@@ -228,14 +242,7 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
     /// Writes a complete HTTP response as raw bytes (no HTTP handler is installed yet, or
     /// the HTTP codec cannot be trusted any more) and closes the socket once it is out.
     static func refuseRaw(_ channel: any Channel, limiter: ConnectionLimiter?, status: String, code: String, message: String, retryAfter: Int? = 1) {
-        var body = ByteBuffer()
-        JSONWriter.write(["error": ["code": .string(code), "message": .string(message)]], into: &body)
-        body.writeStaticString("\n")
-        var response = ByteBuffer()
-        response.writeString("HTTP/1.1 \(status)\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: \(body.readableBytes)\r\n")
-        if let retryAfter { response.writeString("Retry-After: \(retryAfter)\r\n") }
-        response.writeStaticString("\r\n")
-        response.writeBuffer(&body)
+        let response = rawResponse(status: status, code: code, message: message, retryAfter: retryAfter)
         channel.writeAndFlush(response).whenComplete { _ in lingeringClose(channel, limiter: limiter) }
     }
 

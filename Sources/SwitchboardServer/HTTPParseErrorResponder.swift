@@ -26,13 +26,11 @@ final class HTTPParseErrorResponder: ChannelInboundHandler, RemovableChannelHand
         answered = true
         refusals.record(.badRequest)
         let tooLarge = parseError == .headerOverflow
-        let status = tooLarge ? "431 Request Header Fields Too Large" : "400 Bad Request"
-        let message = tooLarge ? "the request head is larger than the listener's max_header_size" : "the request is not valid HTTP/1.1"
-        var body = ByteBuffer()
-        body.writeString("{\"error\":{\"code\":\"\(tooLarge ? "header_too_large" : "bad_request")\",\"message\":\"\(message)\"}}\n")
-        var response = ByteBuffer()
-        response.writeString("HTTP/1.1 \(status)\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: \(body.readableBytes)\r\n\r\n")
-        response.writeBuffer(&body)
+        let response = rawResponse(
+            status: tooLarge ? "431 Request Header Fields Too Large" : "400 Bad Request",
+            code: tooLarge ? "header_too_large" : "bad_request",
+            message: tooLarge ? "the request head is larger than the listener's max_header_size" : "the request is not valid HTTP/1.1"
+        )
         let channel = context.channel
         guard let writer = try? context.pipeline.syncOperations.context(handlerType: HTTPResponseEncoder.self) else {
             context.close(promise: nil)

@@ -173,11 +173,9 @@ struct APIKeyChecker: Filter {
         }
         let digest = Array(SHA256.hash(data: Array(presented.utf8)))
         var found: APIKeyFilter.KeyEntry?
-        for entry in config.keys {
-            // Every entry is compared in full, whatever matched before.
-            var difference: UInt8 = 0
-            for (a, b) in zip(entry.digest, digest) { difference |= a ^ b }
-            if difference == 0 && found == nil { found = entry }
+        // Every entry is compared in full, whatever matched before.
+        for entry in config.keys where ConstantTime.equal(entry.digest, digest) && found == nil {
+            found = entry
         }
         guard let entry = found else { return .deny(status: 401, reason: "invalid API key") }
         return .admit(Principal(identity: entry.name, roles: entry.roles, topics: entry.topics))

@@ -175,26 +175,36 @@ struct WebhookHandler: Sendable {
     let keys: [(bytes: [UInt8], topics: [TopicPattern]?)]
     let context: any SourceContext
 
-    /// The refusal of a request whose API key is missing or wrong, checked before the
-    /// body is read; nil when the key is good.
-    func authorizationFailure(_ request: HTTPRouteRequest) -> HTTPRouteResponse? {
+    /// The index of the key the request presents, or the refusal when it is missing or
+    /// wrong. Needs only the headers: the route asks it before reading the body.
+    enum KeyCheck {
+        case key(Int)
+        case refused(HTTPRouteResponse)
+    }
+
+    func keyIndex(_ request: HTTPRouteRequest) -> KeyCheck {
         guard let presented = presentedKey(request) else {
-            return .error(401, code: "unauthorized", message: "missing API key: send it in the \(config.keyHeader) header or as Authorization: Bearer")
+            return .refused(.error(401, code: "unauthorized", message: "missing API key: send it in the \(config.keyHeader) header or as Authorization: Bearer"))
         }
-        guard matchingKey(Array(presented.utf8)) != nil else {
-            return .error(401, code: "unauthorized", message: "invalid API key")
+        guard let match = matchingKey(Array(presented.utf8)) else {
+            return .refused(.error(401, code: "unauthorized", message: "invalid API key"))
         }
+        return .key(match)
+    }
+
+    /// The refusal of a request whose API key is missing or wrong; nil when it is good.
+    func authorizationFailure(_ request: HTTPRouteRequest) -> HTTPRouteResponse? {
+        if case .refused(let refusal) = keyIndex(request) { return refusal }
         return nil
     }
 
     func handle(_ request: HTTPRouteRequest) async -> HTTPRouteResponse {
         var keyTopics: [TopicPattern]?
         if config.auth == .apiKey {
-            if let refusal = authorizationFailure(request) { return refusal }
-            guard let presented = presentedKey(request), let match = matchingKey(Array(presented.utf8)) else {
-                return .error(401, code: "unauthorized", message: "invalid API key")
+            switch keyIndex(request) {
+            case .key(let match): keyTopics = keys[match].topics
+            case .refused(let refusal): return refusal
             }
-            keyTopics = keys[match].topics
         }
         let body: JSONValue
         do {
@@ -278,14 +288,8 @@ struct WebhookHandler: Sendable {
     /// nothing about which key or how much of a guess was right.
     private func matchingKey(_ presented: [UInt8]) -> Int? {
         var match: Int?
-        for (index, key) in keys.enumerated() {
-            var difference = UInt8(key.bytes.count == presented.count ? 0 : 1)
-            for i in 0..<max(key.bytes.count, presented.count) {
-                let a = i < key.bytes.count ? key.bytes[i] : 0
-                let b = i < presented.count ? presented[i] : 0
-                difference |= a ^ b
-            }
-            if difference == 0 && match == nil { match = index }
+        for (index, key) in keys.enumerated() where ConstantTime.equal(key.bytes, presented) && match == nil {
+            match = index
         }
         return match
     }
