@@ -108,7 +108,6 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
     let responder: HTTPChannelHandler.Responder
     let endpoints: [String: EndpointRuntime]
     let kernel: Kernel
-    let maxFrameSize: Int
     let limits: ListenerLimits
     let logger: Logger
 
@@ -116,7 +115,6 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
         self.responder = Self.redirectingLateUpgrades(responder)
         self.endpoints = endpoints
         self.kernel = kernel
-        self.maxFrameSize = max(125, endpoints.values.map(\.pipeline.maxMessageSize).max() ?? 65536)
         self.limits = limits
         self.logger = logger
     }
@@ -161,9 +159,7 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
             let kernel = self.kernel
             let connectionLogger = self.logger
 
-            let upgrader = NIOTypedWebSocketServerUpgrader<UpgradeResult>(
-                maxFrameSize: self.maxFrameSize,
-                enableAutomaticErrorHandling: false,
+            let upgrader = EndpointWebSocketUpgrader<UpgradeResult>(
                 shouldUpgrade: { channel, head in
                     if probesOnly {
                         limits.refusals.record(.maxConnections)
@@ -171,6 +167,15 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
                         return channel.eventLoop.makeSucceededFuture(nil)
                     }
                     return Self.decide(head: head, channel: channel, endpoints: endpoints, kernel: kernel, admission: admission, refusal: refusal)
+                },
+                // The accepting endpoint's own limit: a frame past it is refused (1009) as
+                // soon as its header arrives, not buffered first. A compressed frame of
+                // incompressible data is a little larger than its message (deflate's stored
+                // blocks: 5 bytes per 64 KiB); the inflated size has its own limit.
+                maxFrameSize: { _ in
+                    guard let admitted = admission.value else { return 125 }
+                    let limit = admitted.runtime.pipeline.maxMessageSize
+                    return admitted.compression == nil ? limit : limit + limit / 1024 + 64  // limit ≤ 64 MiB
                 },
                 upgradePipelineHandler: { channel, _ in
                     handshakeTimer.cancel()

@@ -43,6 +43,12 @@ endpoints:
     encoders: [json]
     topics: ["*"]
     max_message_rate: 0
+  - path: /small
+    encoders: [json]
+    max_message_size: 1KiB
+  - path: /big
+    encoders: [json]
+    max_message_size: 4MiB
 """
 
 
@@ -269,6 +275,28 @@ def test_batch_of_large_events_and_one_of_70_kb(hostile_gateway):
     reader.join(timeout=30)
     assert reader.numbers == list(range(11))
     client.close()
+
+
+def test_frame_limit_is_the_endpoints_own_before_any_payload(hostile_gateway):
+    """A frame header announcing more than the endpoint's max_message_size is refused with
+    1009 at once, before its payload: NIO's decoder gets the endpoint's limit (1 KiB), not
+    the largest of all endpoints (4 MiB here), so nothing waits for or buffers 2 MiB."""
+    gateway = hostile_gateway
+    small = RawClient(gateway.address, "/small")
+    small.sock.sendall(bytes([0x81, 0x80 | 127]) + struct.pack("!Q", 2 << 20) + os.urandom(4) + b"x" * 100)
+    started = time.time()
+    assert small.read_until_close(timeout=5) == 1009
+    assert time.time() - started < 3
+    small.close()
+    # The same header on the endpoint that allows 4 MiB is waited for (no close), and a
+    # 1,100-byte message, past /small's limit, is fine there.
+    big = RawClient(gateway.address, "/big")
+    big.send_text(json.dumps({"type": "ping", "pad": "p" * 1100}))
+    frame = big.read_frame(timeout=5)
+    assert frame is not None and frame[0] == 1 and json.loads(frame[1])["type"] == "pong", frame
+    big.close()
+    status, stats = get(gateway, "/stats")
+    assert stats["connections"]["per_endpoint"]["/small"]["refusals"]["message_too_big"] >= 1
 
 
 def test_ping_burst_and_subscribe_flood_without_credentials(hostile_gateway):
