@@ -29,7 +29,7 @@ public final class RecordingSourceContext: SourceContext, @unchecked Sendable {
     public func reportHealth(_ health: SourceHealth) { lock.withLock { _health.append(health) } }
 
     /// Waits until at least `count` events were emitted or `timeout` passes.
-    public func waitForEvents(_ count: Int, timeout: Duration = .seconds(5)) async -> [Event] {
+    public func waitForEvents(_ count: Int, timeout: Duration = .seconds(20)) async -> [Event] {
         let deadline = ContinuousClock.now + timeout
         while events.count < count && ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(10))

@@ -115,7 +115,7 @@ import Testing
           - path: /attempts
             filters:
               - plugin: rate_limit
-                connect_rate: 0.5
+                connect_rate: 0.05
                 connect_burst: 3
           - path: /concurrent
             filters:
