@@ -25,7 +25,7 @@ final class CountingSink: Subscriber, @unchecked Sendable {
 
     init(variant: VariantID) { self.variant = variant }
 
-    func enqueue(_ frame: ByteBuffer) -> Bool {
+    func enqueue(_ frame: ByteBuffer, of event: PreparedEvent) -> Bool {
         frames += 1
         bytes += frame.readableBytes
         if outbox == nil { outbox = ByteBufferAllocator().buffer(capacity: max(512, frame.readableBytes)) }

@@ -26,7 +26,7 @@ func fuzzClientMessage(_ input: UnsafeRawBufferPointer) {
     checkSameDecoding(decoded, direct, "JSONEventEncoder.decode")
 
     switch decoded {
-    case .success(.subscribe(let topic)), .success(.unsubscribe(let topic)):
+    case .success(.subscribe(let topic, _)), .success(.unsubscribe(let topic)):
         checkTopicPattern(topic)
     case .success(.other(let type, let message)):
         invariant(message["type"]?.stringValue == type, "an .other message whose type is not its 'type' field")

@@ -84,7 +84,8 @@ func checkSameDecoding(
 /// encoders' reply path sees every topic and error text a client can provoke.
 func reply(to decoded: Result<ClientMessage, ClientMessageError>) -> ServerReply {
     switch decoded {
-    case .success(.subscribe(let topic)): return .subscribed(topic)
+    case .success(.subscribe(let topic, let options)):
+        return .subscribed(topic, options.since.map { SubscriptionHistory(position: $0, recovered: false) })
     case .success(.unsubscribe(let topic)): return .unsubscribed(topic)
     case .success(.ping): return .pong
     case .success(.other(let type, _)): return .error(code: "unknown_type", message: "unknown message type '\(type)'")

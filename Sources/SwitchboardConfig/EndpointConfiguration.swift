@@ -40,10 +40,12 @@ public struct EndpointConfiguration: Sendable, Decodable {
     public var permissions: [String: [TopicPattern]]?
     /// An extra HTTP path (e.g. `/ws/stats`) answering GET with this endpoint's counters.
     public var statsPath: String?
+    /// Events kept per topic for resuming clients (`since`, `last`); off when nil.
+    public var history: HistoryConfiguration?
     var position: ConfigPosition?
 
     enum CodingKeys: String, CodingKey {
-        case path, encoders, topics, subscribe, filters, heartbeat, mode, compression, permissions
+        case path, encoders, topics, subscribe, filters, heartbeat, mode, compression, permissions, history
         case statsPath = "stats_path"
         case maxMessageSize = "max_message_size"
         case maxSubscriptions = "max_subscriptions"
@@ -78,6 +80,7 @@ public struct EndpointConfiguration: Sendable, Decodable {
         compression = try container.value(.compression, default: .off)
         permissions = try container.decodeIfPresent([String: [TopicPattern]].self, forKey: .permissions)
         statsPath = try container.decodeIfPresent(String.self, forKey: .statsPath)
+        history = try container.decodeIfPresent(HistoryConfiguration.self, forKey: .history)
 
         guard let node else { return }
         if let statsPath, !statsPath.hasPrefix("/") || statsPath.contains("?") || statsPath == path {
@@ -116,8 +119,64 @@ public struct EndpointConfiguration: Sendable, Decodable {
         if maxMessageDepth < 1 || maxMessageDepth > 256 {
             node.report("max_message_depth must be between 1 and 256, got \(maxMessageDepth)", key: "max_message_depth")
         }
+        if let history {
+            for pattern in history.topics ?? [] where !topics.covers(pattern) {
+                node.report(
+                    "history topic '\(pattern)' is outside the endpoint's topics",
+                    hint: "topics: \(topics.map(\.text).joined(separator: ", "))",
+                    key: "history"
+                )
+            }
+            if history.size > sendQueue.maxMessages {
+                node.report(
+                    "history size \(history.size) is larger than send_queue.max_messages (\(sendQueue.maxMessages)): a full replay would not fit in the send queue",
+                    hint: "lower history.size or raise send_queue.max_messages",
+                    key: "history"
+                )
+            }
+            if mode == .echo {
+                node.report("history has no effect on an echo endpoint", key: "history")
+            }
+        }
         if maxMessageRate < 0 || maxMessageRate > 1_000_000 {
             node.report("max_message_rate must be between 0 (off) and 1000000 messages per second, got \(maxMessageRate)", key: "max_message_rate")
+        }
+    }
+}
+
+/// `history: {size: 100, ttl: 5m, topics: [...]}`: how many events the kernel keeps per
+/// topic, and for how long, so that clients can resume (`since`) or ask for the newest
+/// (`last`). Events of these topics carry their position in the envelope.
+public struct HistoryConfiguration: Sendable, Decodable {
+    /// Most events kept per topic (1–100000).
+    public var size: Int
+    /// How long an event is kept; `0s` keeps it until `size` pushes it out.
+    public var ttl: ConfigDuration
+    /// The topics that keep history; the endpoint's `topics` when omitted.
+    public var topics: [TopicPattern]?
+
+    public init(size: Int = 100, ttl: ConfigDuration = .seconds(300), topics: [TopicPattern]? = nil) {
+        self.size = size
+        self.ttl = ttl
+        self.topics = topics
+    }
+
+    enum CodingKeys: String, CodingKey { case size, ttl, topics }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        size = try container.value(.size, default: 100)
+        ttl = try container.value(.ttl, default: .seconds(300))
+        topics = try container.decodeIfPresent([TopicPattern].self, forKey: .topics)
+        let node = decoder as? NodeDecoder
+        if size < 1 || size > 100_000 {
+            node?.report("history size must be between 1 and 100000 events, got \(size)", key: "size")
+        }
+        if ttl.nanoseconds < 0 {
+            node?.report("history ttl must not be negative", key: "ttl")
+        }
+        if let topics, topics.isEmpty {
+            node?.report("history topics must not be empty (omit the key for the endpoint's topics)", key: "topics")
         }
     }
 }
@@ -211,8 +270,11 @@ public struct SendQueueConfiguration: Sendable, Decodable {
 public enum SlowConsumerPolicy: String, Sendable, ConfigEnum {
     /// Drop the oldest queued messages to make room (the client sees a gap).
     case dropOldest = "drop_oldest"
-    /// Close the connection with 1008 ("send queue overflow").
+    /// Close the connection with 1008 ("send queue overflow"), naming the last position sent.
     case disconnect
+    /// Keep only the newest queued event per topic (metrics-like streams); past
+    /// `max_messages` topics, the oldest go as under `drop_oldest`.
+    case conflate
 
     public static var configPlaceholder: SlowConsumerPolicy { .dropOldest }
 }

@@ -8,8 +8,9 @@ public enum FrameKind: Sendable, Equatable {
 
 /// A message a client sends to the gateway, decoded by the connection's encoder.
 public enum ClientMessage: Sendable, Equatable {
-    /// Start receiving events of a topic or trailing-wildcard pattern (`"data":"topic:x"`).
-    case subscribe(String)
+    /// Start receiving events of a topic or trailing-wildcard pattern (`"data":"topic:x"`),
+    /// optionally replaying history first (`since`, `last`).
+    case subscribe(String, SubscribeOptions = SubscribeOptions())
     /// Stop receiving events of a topic or pattern.
     case unsubscribe(String)
     /// Application-level keep-alive; answered with `pong`.
@@ -17,6 +18,40 @@ public enum ClientMessage: Sendable, Equatable {
     /// Any other message kind this encoder understands but the kernel does not handle itself
     /// (for example a token `refresh`); carries the type name and the whole message.
     case other(type: String, message: JSONValue)
+}
+
+/// What a `subscribe` asks of the topic's history.
+public struct SubscribeOptions: Sendable, Equatable {
+    /// Resume: replay every kept event after this position (`"since":{"epoch","offset"}`).
+    public var since: StreamPosition?
+    /// Replay the newest this many kept events (`"last": N`).
+    public var last: Int?
+
+    public init(since: StreamPosition? = nil, last: Int? = nil) {
+        self.since = since
+        self.last = last
+    }
+
+    /// Neither `since` nor `last`.
+    public var isEmpty: Bool { since == nil && last == nil }
+}
+
+/// What a subscribe found in the topic's history, for the `subscribed` reply.
+public struct SubscriptionHistory: Sendable, Equatable {
+    /// The topic's newest kept position (offset 0 before its first event); nil when the
+    /// topic keeps no history (a `since` is then answered `recovered: false`).
+    public var position: StreamPosition?
+    /// With `since`: whether every event after it was replayed (`false`: the history no
+    /// longer covers it, or it is from another epoch; nothing was replayed).
+    public var recovered: Bool?
+    /// How many kept events were replayed after the reply.
+    public var replayed: Int
+
+    public init(position: StreamPosition?, recovered: Bool? = nil, replayed: Int = 0) {
+        self.position = position
+        self.recovered = recovered
+        self.replayed = replayed
+    }
 }
 
 /// Why a client message could not be decoded; sent back as an `error` reply.
@@ -36,8 +71,9 @@ public struct ClientMessageError: Error, Sendable, Equatable {
 public enum ServerReply: Sendable, Equatable {
     /// Answer to a `ping` message.
     case pong
-    /// Acknowledges a subscription so the client knows events will flow from now on.
-    case subscribed(String)
+    /// Acknowledges a subscription so the client knows events will flow from now on; for a
+    /// topic that keeps history, with its position and what was replayed.
+    case subscribed(String, SubscriptionHistory? = nil)
     /// Acknowledges an unsubscription.
     case unsubscribed(String)
     /// Something the client sent was refused; the connection stays open.
@@ -53,8 +89,15 @@ extension ServerReply {
         switch self {
         case .pong:
             return ["type": "pong", "timestamp": .int(timestamp)]
-        case .subscribed(let topic):
+        case .subscribed(let topic, nil):
             return ["type": "subscribed", "timestamp": .int(timestamp), "data": .string(topic)]
+        case .subscribed(let topic, let history?):
+            var object = JSONObject([
+                ("type", "subscribed"), ("timestamp", .int(timestamp)), ("data", .string(topic)), ("position", history.position?.jsonValue ?? .null),
+            ])
+            if let recovered = history.recovered { object.entries.append(("recovered", .bool(recovered))) }
+            object.entries.append(("replayed", .int(Int64(history.replayed))))
+            return .object(object)
         case .unsubscribed(let topic):
             return ["type": "unsubscribed", "timestamp": .int(timestamp), "data": .string(topic)]
         case .error(let code, let message):

@@ -15,23 +15,37 @@ public struct Event: Sendable, Equatable {
     public var timestamp: Int64
     /// How encoders lay the event out for clients.
     public var shape: EventShape
+    /// The event's place in its topic's history; set by the kernel when the topic keeps
+    /// history (`history:`), nil otherwise. Sources leave it nil.
+    public var position: StreamPosition?
 
     /// Creates an event; `timestamp` defaults to now.
-    public init(topic: String, type: String, data: JSONValue, id: String? = nil, timestamp: Int64? = nil, shape: EventShape = .envelope) {
+    public init(
+        topic: String, type: String, data: JSONValue, id: String? = nil, timestamp: Int64? = nil, shape: EventShape = .envelope,
+        position: StreamPosition? = nil
+    ) {
         self.topic = topic
         self.type = type
         self.data = data
         self.id = id
         self.timestamp = timestamp ?? UnixTime.nowSeconds()
         self.shape = shape
+        self.position = position
     }
 
     /// The `flat` layout: `{"type": …, <the data object's fields>}`, or
-    /// `{"type": …, "data": …}` when the data is not an object.
+    /// `{"type": …, "data": …}` when the data is not an object; with a position, a
+    /// `position` field follows `type` (replacing one of the data's own).
     public var flatValue: JSONValue {
-        guard case .object(let object) = data else { return ["type": .string(type), "data": data] }
+        guard case .object(let object) = data else {
+            var flat = JSONObject([("type", .string(type))])
+            if let position { flat.entries.append(("position", position.jsonValue)) }
+            flat.entries.append(("data", data))
+            return .object(flat)
+        }
         var flat = JSONObject([("type", .string(type))])
-        for entry in object.entries where entry.key != "type" { flat.entries.append(entry) }
+        if let position { flat.entries.append(("position", position.jsonValue)) }
+        for entry in object.entries where entry.key != "type" && (position == nil || entry.key != "position") { flat.entries.append(entry) }
         return .object(flat)
     }
 }

@@ -38,9 +38,14 @@ public struct GatewayAssembly: Sendable {
             return Self.profile(endpoint.compression)
         }
         let variants = VariantTable(encoders: encoders, compressionProfiles: profiles)
+        let history = configuration.endpoints.compactMap { endpoint -> HistoryRule? in
+            guard let history = endpoint.history, endpoint.mode == .pubsub else { return nil }
+            return HistoryRule(patterns: history.topics ?? endpoint.topics, size: history.size, ttlNanoseconds: history.ttl.nanoseconds)
+        }
         let kernel = Kernel(
             eventLoopGroup: eventLoopGroup, variants: variants,
-            flushInterval: .nanoseconds(configuration.flushInterval.nanoseconds)
+            flushInterval: .nanoseconds(configuration.flushInterval.nanoseconds),
+            history: history
         )
 
         var pipelines: [EndpointPipeline] = []

@@ -15,18 +15,27 @@ public final class Kernel: Sendable {
     public let counters = KernelCounters()
     public let shards: [LoopShard]
     private let shardsByLoop: [ObjectIdentifier: LoopShard]
+    let history: HistoryClock
 
     /// Creates a kernel with one shard per event loop of `eventLoopGroup`.
     ///
     /// `flushInterval` is the shortest time between two flush rounds on a loop: frames
     /// delivered within it leave together, one write per connection. Zero flushes on the
     /// next loop tick.
-    public init(eventLoopGroup: any EventLoopGroup, variants: VariantTable, flushInterval: TimeAmount = .zero) {
+    ///
+    /// `history` names the topics whose events are kept and stamped with a position
+    /// (``HistoryRule``); `epoch` fixes the history's epoch (tests), random otherwise.
+    public init(
+        eventLoopGroup: any EventLoopGroup, variants: VariantTable, flushInterval: TimeAmount = .zero, history: [HistoryRule] = [],
+        epoch: String? = nil
+    ) {
         self.variants = variants
+        self.history = HistoryClock(rules: history, epoch: epoch)
+        let history = self.history
         var shards: [LoopShard] = []
         var byLoop: [ObjectIdentifier: LoopShard] = [:]
         for loop in eventLoopGroup.makeIterator() {
-            let shard = LoopShard(eventLoop: loop, counters: counters, flushInterval: flushInterval)
+            let shard = LoopShard(eventLoop: loop, counters: counters, history: history, flushInterval: flushInterval)
             shards.append(shard)
             byLoop[ObjectIdentifier(loop)] = shard
         }
@@ -39,18 +48,51 @@ public final class Kernel: Sendable {
         shardsByLoop[ObjectIdentifier(eventLoop)]
     }
 
+    /// This instance's history epoch (positions of another epoch cannot be resumed).
+    public var epoch: String { history.epoch }
+
     /// Routes `event` to its subscribers on all loops. Safe from any thread; returns at once.
     ///
+    /// When a history rule covers the topic, the event gets the topic's next position and
+    /// every loop keeps it for resuming subscribers (``LoopShard/replay(for:options:allowLoopBehind:)``).
     /// With `retain`, every loop also keeps the event as its topic's last one and replays
     /// it to each new subscriber of that topic (``LoopShard/replayRetained(_:to:)``).
     public func publish(_ event: Event, retain: Bool = false) {
         counters.eventsIn.add(1, ordering: .relaxed)
+        if !history.rules.isEmpty || retain, let policy = history.policy(for: event.topic, retain: retain) {
+            publishKept(event, policy: policy)
+            return
+        }
         var prepared: PreparedEvent?
         for shard in shards
         where retain || shard.subscriptionCount.load(ordering: .relaxed) > 0 || shard.arrivingSubscribers.load(ordering: .relaxed) > 0 {
             let event = prepared ?? PreparedEvent(event: event, table: variants, counters: counters)
             prepared = event
-            shard.eventLoop.execute { shard.deliver(event, retain: retain) }
+            shard.eventLoop.execute { shard.deliver(event) }
+        }
+    }
+
+    /// An event every loop keeps: positions are handed out and the event is queued on the
+    /// loops under one lock, so every loop keeps a topic's events in offset order.
+    private func publishKept(_ event: Event, policy: KeepPolicy) {
+        let shards = self.shards
+        let deliver = { (event: Event, policy: KeepPolicy?) in
+            let prepared = PreparedEvent(event: event, table: self.variants, counters: self.counters)
+            for shard in shards { shard.eventLoop.execute { shard.deliver(prepared, keep: policy) } }
+        }
+        guard policy.stamped else {
+            history.withLock { deliver(event, policy) }
+            return
+        }
+        history.withNextPosition(for: event.topic) { position in
+            guard let position else {
+                counters.historyTopicsRefused.add(1, ordering: .relaxed)
+                deliver(event, policy.replaysLatest ? KeepPolicy(size: 1, ttlNanoseconds: 0, stamped: false, replaysLatest: true) : nil)
+                return
+            }
+            var stamped = event
+            stamped.position = position
+            deliver(stamped, policy)
         }
     }
 

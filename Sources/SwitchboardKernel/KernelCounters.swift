@@ -21,6 +21,10 @@ public final class KernelCounters: Sendable {
     public let connectionWrites = Atomic<Int>(0)
     /// Frames dropped by slow-consumer policies.
     public let dropped = Atomic<Int>(0)
+    /// Events replayed from history (resume, `last`, retained) to subscribers.
+    public let replayed = Atomic<Int>(0)
+    /// Events of new topics not kept because the history table was full.
+    public let historyTopicsRefused = Atomic<Int>(0)
 
     public init() {}
 }

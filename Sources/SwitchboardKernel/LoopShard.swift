@@ -36,11 +36,13 @@ public final class LoopShard: @unchecked Sendable {
     private let flushInterval: Int64
     /// When the last flush round ran (uptime nanoseconds).
     private var lastFlush: UInt64 = 0
-    /// Last retained event per topic (sources with `retain: true`), replayed on subscribe.
-    private var retained: [String: PreparedEvent] = [:]
-    /// Beyond this many retained topics, new topics are not retained.
-    public static let maximumRetainedTopics = 10_000
+    /// Kept events per topic: history (`history:` rules) and the last event of topics
+    /// whose source retains (`retain: true`, replayed on subscribe).
+    private var logs: [String: TopicLog] = [:]
+    /// Beyond this many kept topics, new topics are not kept.
+    public static let maximumRetainedTopics = HistoryClock.maximumTopics
     private let counters: KernelCounters
+    private let history: HistoryClock
     /// zlib state for messages that stand alone (no context takeover), shared by every
     /// connection on this loop: a client's compressed messages and a shared-mode
     /// connection's own replies need no zlib state per connection. Created on first use.
@@ -60,9 +62,10 @@ public final class LoopShard: @unchecked Sendable {
         return ArrivalReservation(shard: self)
     }
 
-    init(eventLoop: any EventLoop, counters: KernelCounters, flushInterval: TimeAmount = .zero) {
+    init(eventLoop: any EventLoop, counters: KernelCounters, history: HistoryClock, flushInterval: TimeAmount = .zero) {
         self.eventLoop = eventLoop
         self.counters = counters
+        self.history = history
         self.flushInterval = max(0, flushInterval.nanoseconds)
     }
 
@@ -83,10 +86,16 @@ public final class LoopShard: @unchecked Sendable {
         return removed
     }
 
-    /// Delivers one prepared event to every matching subscriber on this loop.
-    func deliver(_ prepared: PreparedEvent, retain: Bool = false) {
-        if retain, retained[prepared.event.topic] != nil || retained.count < Self.maximumRetainedTopics {
-            retained[prepared.event.topic] = prepared
+    /// Delivers one prepared event to every matching subscriber on this loop, keeping it
+    /// first when its topic keeps history or is retained.
+    func deliver(_ prepared: PreparedEvent, keep: KeepPolicy? = nil) {
+        if let keep {
+            let topic = prepared.event.topic
+            if logs[topic] != nil || logs.count < Self.maximumRetainedTopics {
+                let now = NIODeadline.now().uptimeNanoseconds
+                logs[topic, default: TopicLog(policy: keep)].policy = keep
+                logs[topic]?.append(prepared, now: now)
+            }
         }
         sequence &+= 1
         let current = sequence
@@ -105,7 +114,7 @@ public final class LoopShard: @unchecked Sendable {
                 cachedFrame = prepared.frame(for: variant)
                 cachedVariant = variant
             }
-            if subscriber.enqueue(cachedFrame) {
+            if subscriber.enqueue(cachedFrame, of: prepared) {
                 delivered += 1
             }
             if !subscriber.isPendingFlush {
@@ -122,16 +131,83 @@ public final class LoopShard: @unchecked Sendable {
     @discardableResult
     public func replayRetained(_ patterns: [TopicPattern], to subscriber: any Subscriber) -> Int {
         eventLoop.preconditionInEventLoop()
-        guard !retained.isEmpty, !patterns.isEmpty else { return 0 }
-        var sent = 0
-        for (topic, prepared) in retained where patterns.contains(where: { $0.matches(topic) }) {
-            if subscriber.enqueue(prepared.frame(for: subscriber.variant)) { sent += 1 }
+        guard !logs.isEmpty, !patterns.isEmpty else { return 0 }
+        var latest: [PreparedEvent] = []
+        for (topic, log) in logs where log.policy.replaysLatest && patterns.contains(where: { $0.matches(topic) }) {
+            latest.append(contentsOf: log.newest(1))
         }
+        return send(latest, to: subscriber)
+    }
+
+    /// What a subscribe to `pattern` gets from this loop's history: the topic's position
+    /// for the reply and the events to replay after it.
+    ///
+    /// - `since`: every kept event after it (`recovered: true`), or nothing and
+    ///   `recovered: false` when the history no longer reaches back to it or it is from
+    ///   another epoch. A `since` ahead of this loop, but not of the kernel, answers
+    ///   ``HistoryReplay/loopIsBehind`` while `allowLoopBehind`: ask again after the loop's
+    ///   queued deliveries.
+    /// - `last`: the newest that many kept events.
+    /// - neither: the newest event of a retained topic.
+    ///
+    /// Call ``send(_:to:)`` with the events in the same loop tick as the subscription, so
+    /// that no event falls between the replay and the live ones, or arrives twice.
+    public func replay(for pattern: TopicPattern, options: SubscribeOptions, allowLoopBehind: Bool = true) -> HistoryReplay {
+        eventLoop.preconditionInEventLoop()
+        guard !pattern.isWildcard else {
+            var latest: [PreparedEvent] = []
+            for (topic, log) in logs where log.policy.replaysLatest && pattern.matches(topic) { latest.append(contentsOf: log.newest(1)) }
+            return HistoryReplay(events: latest)
+        }
+        let topic = pattern.text
+        let now = NIODeadline.now().uptimeNanoseconds
+        logs[topic]?.expire(now: now)
+        let log = logs[topic]
+        let stamped = log?.policy.stamped ?? (history.policy(for: topic, retain: false) != nil)
+        guard stamped else {
+            // No positions on this topic: a resume cannot be honoured, and says so.
+            if options.since != nil { return HistoryReplay(history: SubscriptionHistory(position: nil, recovered: false)) }
+            let count = options.last ?? (log?.policy.replaysLatest == true ? 1 : 0)
+            return HistoryReplay(events: log?.newest(count) ?? [])
+        }
+        let latest = log?.latestOffset ?? 0
+        let position = StreamPosition(epoch: history.epoch, offset: latest)
+        if let since = options.since {
+            guard since.epoch == history.epoch else {
+                return HistoryReplay(history: SubscriptionHistory(position: position, recovered: false))
+            }
+            if since.offset > latest {
+                if allowLoopBehind && since.offset <= history.latestOffset(of: topic) { return HistoryReplay(loopIsBehind: true) }
+                return HistoryReplay(history: SubscriptionHistory(position: position, recovered: false))
+            }
+            guard let missed = log?.after(since.offset) ?? (since.offset == latest ? [] : nil) else {
+                return HistoryReplay(history: SubscriptionHistory(position: position, recovered: false))
+            }
+            return HistoryReplay(history: SubscriptionHistory(position: position, recovered: true, replayed: missed.count), events: missed)
+        }
+        let count = options.last ?? (log?.policy.replaysLatest == true ? 1 : 0)
+        let events = log?.newest(count) ?? []
+        return HistoryReplay(history: SubscriptionHistory(position: position, replayed: events.count), events: events)
+    }
+
+    /// Sends kept events to one subscriber (a replay), oldest first; returns how many it took.
+    @discardableResult
+    public func send(_ events: [PreparedEvent], to subscriber: any Subscriber) -> Int {
+        eventLoop.preconditionInEventLoop()
+        guard !events.isEmpty else { return 0 }
+        var sent = 0
+        for prepared in events where subscriber.enqueue(prepared.frame(for: subscriber.variant), of: prepared) { sent += 1 }
         if sent > 0 {
             counters.deliveries.add(sent, ordering: .relaxed)
+            counters.replayed.add(sent, ordering: .relaxed)
             needsFlush(subscriber)
         }
         return sent
+    }
+
+    /// Topics this loop keeps events of, and how many events in all.
+    func keptCounts() -> (topics: Int, events: Int) {
+        (logs.count, logs.values.reduce(0) { $0 + $1.events.count })
     }
 
     /// Marks a subscriber for the next batched flush (used for replies as well).

@@ -130,7 +130,7 @@ public final class PreparedEvent: Sendable {
         var frames: [ByteBuffer?]
     }
 
-    init(event: Event, table: VariantTable, counters: KernelCounters) {
+    public init(event: Event, table: VariantTable, counters: KernelCounters = KernelCounters()) {
         self.event = event
         self.table = table
         self.counters = counters

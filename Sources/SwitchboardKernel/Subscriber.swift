@@ -12,10 +12,11 @@ public protocol Subscriber: AnyObject {
     var lastDeliverySequence: UInt64 { get set }
     /// Whether the subscriber is in the shard's list of connections to flush.
     var isPendingFlush: Bool { get set }
-    /// Takes one complete frame (no flush): gathers it for the next ``flush()``, or holds it
-    /// in the send queue while the socket is full. Returns `false` if the frame was dropped.
-    func enqueue(_ frame: ByteBuffer) -> Bool
-    /// Writes and flushes what ``enqueue(_:)`` gathered; `true` if anything was written.
+    /// Takes one complete frame of `event` (no flush): gathers it for the next ``flush()``,
+    /// or holds it in the send queue while the socket is full. Returns `false` if the frame
+    /// was dropped. `event` tells the slow-consumer policy its topic and position.
+    func enqueue(_ frame: ByteBuffer, of event: PreparedEvent) -> Bool
+    /// Writes and flushes what ``enqueue(_:of:)`` gathered; `true` if anything was written.
     @discardableResult
     func flush() -> Bool
 }

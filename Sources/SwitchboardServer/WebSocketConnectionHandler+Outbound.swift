@@ -1,5 +1,6 @@
 import Logging
 import NIOCore
+import SwitchboardConfig
 import SwitchboardCore
 import SwitchboardKernel
 import Synchronization
@@ -10,8 +11,8 @@ import Synchronization
 extension WebSocketConnectionHandler {
     // MARK: Subscriber
 
-    public func enqueue(_ frame: ByteBuffer) -> Bool {
-        enqueueFrame(frame)
+    public func enqueue(_ frame: ByteBuffer, of event: PreparedEvent) -> Bool {
+        enqueueFrame(frame, event: event)
     }
 
     /// Dedicated compression keeps a per-connection context (RFC 7692 context takeover):
@@ -38,11 +39,11 @@ extension WebSocketConnectionHandler {
 
     // MARK: frames of the connection's own
 
-    /// Offers one frame and performs what the state machine says.
-    func enqueueFrame(_ frame: ByteBuffer) -> Bool {
+    /// Offers one frame (of `event`, for deliveries) and performs what the state machine says.
+    func enqueueFrame(_ frame: ByteBuffer, event: PreparedEvent? = nil) -> Bool {
         guard registered, let output else { return false }
         let frame = outbound.takesDirectly ? compressedForDedicated(frame) : frame
-        let (outcome, writes) = outbound.offer(frame)
+        let (outcome, writes) = outbound.offer(frame, event: event)
         write(writes, to: output)
         switch outcome {
         case .accepted:
@@ -52,12 +53,17 @@ extension WebSocketConnectionHandler {
             if !loggedDrops {
                 loggedDrops = true
                 runtime.refusals.record(.slowConsumerDrops)
-                logger.debug("slow consumer: the send queue is full, dropping the oldest frames", metadata: ["dropped": "\(count)"])
+                logger.debug(
+                    pipeline.sendQueue.policy == .conflate
+                        ? "slow consumer: the send queue is full, keeping the newest event per topic"
+                        : "slow consumer: the send queue is full, dropping the oldest frames",
+                    metadata: ["dropped": "\(count)"]
+                )
             }
             return true
         case .overflow:
             runtime.refusals.record(.slowConsumerDisconnect)
-            failConnection(code: 1008, reason: "send queue overflow: client reads too slowly")
+            failConnection(code: 1008, reason: Self.overflowReason(lastSent: outbound.lastSent?.event))
             return false
         case .closed:
             return false
@@ -132,6 +138,18 @@ extension WebSocketConnectionHandler {
     }
 
     // MARK: closing
+
+    /// The close reason of a slow consumer: what happened and, when the connection had
+    /// events with positions, the last one that reached the socket (`topic@epoch:offset`),
+    /// so the client can resume with `since`. At most 123 bytes (RFC 6455 §5.5).
+    static func overflowReason(lastSent: Event?) -> String {
+        let base = "send queue overflow: client reads too slowly"
+        guard let lastSent, let position = lastSent.position else { return base }
+        let withTopic = "\(base); last sent \(lastSent.topic)@\(position)"
+        if withTopic.utf8.count <= 123 { return withTopic }
+        let withoutTopic = "\(base); last sent @\(position)"
+        return withoutTopic.utf8.count <= 123 ? withoutTopic : base
+    }
 
     /// Sends a close frame, stops taking data, and closes the socket once the peer answers
     /// or the close timeout passes (at once after sending when `closeSocketAfterSending`).

@@ -296,12 +296,34 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber 
                 shard.unsubscribe(pattern, self)
             case .replayRetained(let patterns):
                 shard.replayRetained(patterns, to: self)
+            case .join(let pattern, let text, let options):
+                join(pattern, reply: text, options: options, allowLoopBehind: true)
             case .verifyRefresh(let token):
                 startRefresh(token)
             case .armExpiry(let milliseconds):
                 armExpiry(milliseconds: milliseconds)
             }
         }
+    }
+
+    /// A client's subscribe: the replay is looked up, the subscription added, the reply
+    /// and the replayed events sent, all in this loop tick, so that every event after the
+    /// replay arrives live and none twice. A `since` ahead of this loop (the client saw the
+    /// event on a faster loop) is looked up again after the loop's queued deliveries.
+    private func join(_ pattern: TopicPattern, reply text: String, options: SubscribeOptions, allowLoopBehind: Bool) {
+        let replay = shard.replay(for: pattern, options: options, allowLoopBehind: allowLoopBehind)
+        if replay.loopIsBehind, let context {
+            let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+            context.eventLoop.execute {
+                let handler = handler.value
+                guard handler.registered, handler.inbound.isOpen, handler.session.subscriptions.contains(pattern) else { return }
+                handler.join(pattern, reply: text, options: options, allowLoopBehind: false)
+            }
+            return
+        }
+        _ = shard.subscribe(pattern, self)
+        reply(.subscribed(text, replay.history))
+        shard.send(replay.events, to: self)
     }
 
     // MARK: credential expiry and refresh

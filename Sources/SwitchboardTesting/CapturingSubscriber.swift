@@ -16,7 +16,7 @@ public final class CapturingSubscriber: Subscriber, @unchecked Sendable {
         self.variant = variant
     }
 
-    public func enqueue(_ frame: ByteBuffer) -> Bool {
+    public func enqueue(_ frame: ByteBuffer, of event: PreparedEvent) -> Bool {
         frames.append(frame)
         return true
     }

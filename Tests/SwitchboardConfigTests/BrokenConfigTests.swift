@@ -213,7 +213,25 @@ import switchboard
                 """,
             expected: [
                 "test.yaml:4:7: endpoints[0].heartbeat: unknown key 'intervall' (did you mean 'interval'?)",
-                "test.yaml:6:15: endpoints[0].send_queue.policy: expected 'drop_oldest' or 'disconnect', got 'drop_olderst' (did you mean 'drop_oldest'?)",
+                "test.yaml:6:15: endpoints[0].send_queue.policy: expected 'drop_oldest', 'disconnect' or 'conflate', got 'drop_olderst' (did you mean 'drop_oldest'?)",
+            ]
+        ),
+        Case(
+            name: "history outside the topics, larger than the queue, with a typo",
+            yaml: """
+                endpoints:
+                  - path: /ws
+                    topics: [news]
+                    send_queue: {max_messages: 10}
+                    history:
+                      size: 50
+                      topics: [other]
+                      tll: 5m
+                """,
+            expected: [
+                "test.yaml:6:7: endpoints[0].history: history topic 'other' is outside the endpoint's topics (topics: news)",
+                "test.yaml:6:7: endpoints[0].history: history size 50 is larger than send_queue.max_messages (10): a full replay would not fit in the send queue (lower history.size or raise send_queue.max_messages)",
+                "test.yaml:8:7: endpoints[0].history: unknown key 'tll' (did you mean 'ttl'?)",
             ]
         ),
         Case(

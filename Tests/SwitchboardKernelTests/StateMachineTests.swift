@@ -1,4 +1,5 @@
 import NIOCore
+import SwitchboardCore
 import SwitchboardConfig
 import SwitchboardKernel
 import Testing
@@ -45,8 +46,8 @@ import Testing
         #expect(queue.offer(ByteBuffer(bytes: [3]), writable: false) == .queuedAfterDropping(1))
         // Order is kept even once writable again: queued frames go first.
         #expect(queue.offer(ByteBuffer(bytes: [4]), writable: true) == .queuedAfterDropping(1))
-        #expect(queue.next() == ByteBuffer(bytes: [3]))
-        #expect(queue.next() == ByteBuffer(bytes: [4]))
+        #expect(queue.next()?.frame == ByteBuffer(bytes: [3]))
+        #expect(queue.next()?.frame == ByteBuffer(bytes: [4]))
         #expect(queue.next() == nil)
         #expect(queue.queuedBytes == 0)
     }
@@ -57,6 +58,50 @@ import Testing
         _ = queue.offer(frame(10), writable: false)
         #expect(queue.offer(frame(10), writable: false) == .queuedAfterDropping(1))
         #expect(queue.queuedBytes == 20)
+    }
+
+    @Test func conflateKeepsTheNewestEventPerTopicInPlace() {
+        let table = VariantTable(encoders: [])
+        func event(_ topic: String, _ n: Int) -> PreparedEvent {
+            PreparedEvent(event: Event(topic: topic, type: "t", data: .int(Int64(n))), table: table)
+        }
+        var queue = OutboundQueue(maxMessages: 2, maxBytes: 100, policy: .conflate)
+        #expect(queue.offer(frame(10), event: event("a", 1), writable: false) == .queued)
+        #expect(queue.offer(frame(10), event: event("b", 1), writable: false) == .queued)
+        #expect(queue.offer(frame(12), event: event("a", 2), writable: false) == .queuedAfterDropping(1))
+        #expect(queue.offer(frame(14), event: event("a", 3), writable: false) == .queuedAfterDropping(1))
+        #expect(queue.count == 2)
+        #expect(queue.queuedBytes == 24)
+        // A third topic past max_messages: the oldest goes, as under drop_oldest.
+        #expect(queue.offer(frame(10), event: event("c", 1), writable: false) == .queuedAfterDropping(1))
+        #expect(queue.next()?.event?.event.data == .int(1))  // b's only event
+        #expect(queue.next()?.event?.event.topic == "c")
+        #expect(queue.next() == nil)
+        // After the drain, "a" is a new topic again: its slot was released with its entry.
+        #expect(queue.offer(frame(10), event: event("a", 4), writable: false) == .queued)
+        #expect(queue.offer(frame(10), event: event("a", 5), writable: false) == .queuedAfterDropping(1))
+        #expect(queue.next()?.event?.event.data == .int(5))
+        #expect(queue.queuedBytes == 0)
+    }
+
+    @Test func conflateUnderRandomTrafficStaysBoundedWithOneEventPerTopic() {
+        var random = SeededRandom.forTest("conflate")
+        let table = VariantTable(encoders: [])
+        var queue = OutboundQueue(maxMessages: 8, maxBytes: 400, policy: .conflate)
+        var newest: [String: Int64] = [:]
+        for n in 0..<5_000 {
+            let topic = "t\(random.next(upperBound: UInt64(12)))"
+            let size = 1 + Int(random.next(upperBound: UInt64(60)))
+            _ = queue.offer(ByteBuffer(repeating: 0, count: size), event: PreparedEvent(event: Event(topic: topic, type: "t", data: .int(Int64(n))), table: table), writable: false)
+            newest[topic] = Int64(n)
+            #expect(queue.count <= 8 && queue.queuedBytes <= 400)
+            if random.next(upperBound: UInt64(5)) == 0 {
+                // Drain a little: what leaves is, for its topic, the newest offered so far.
+                if let entry = queue.next(), let event = entry.event?.event {
+                    #expect(event.data == .int(newest[event.topic] ?? -1))
+                }
+            }
+        }
     }
 
     @Test func disconnectPolicyReportsOverflow() {

@@ -3,7 +3,7 @@ import SwitchboardCore
 
 /// The `json` sink encoder: text frames carrying the envelope of the host systems' hubs.
 ///
-/// Server → client: `{"type","topic","id"?,"timestamp","data"}`. Client → server:
+/// Server → client: `{"type","topic","id"?,"position"?,"timestamp","data"}`. Client → server:
 /// `{"type":"subscribe","data":"topic:x"}`, `unsubscribe`, `ping`.
 public struct JSONEncoderPlugin: EncoderPlugin {
     public static let typeName = "json"
@@ -34,6 +34,13 @@ public struct JSONEventEncoder: EventEncoder {
         if let id = event.id {
             buffer.writeStaticString(#","id":"#)
             JSONWriter.writeString(id, into: &buffer)
+        }
+        if let position = event.position {
+            buffer.writeStaticString(#","position":{"epoch":"#)
+            JSONWriter.writeString(position.epoch, into: &buffer)
+            buffer.writeStaticString(#","offset":"#)
+            JSONWriter.writeInteger(position.offset, into: &buffer)
+            buffer.writeStaticString("}")
         }
         buffer.writeStaticString(#","timestamp":"#)
         JSONWriter.writeInteger(event.timestamp, into: &buffer)

@@ -28,7 +28,7 @@ public struct MessagePackEventEncoder: EventEncoder {
             return
         }
         MessagePackWriter.write(into: &buffer) { packer in
-            msgpack_pack_map(packer, event.id == nil ? 4 : 5)
+            msgpack_pack_map(packer, 4 + (event.id == nil ? 0 : 1) + (event.position == nil ? 0 : 1))
             packer.string("type")
             packer.string(event.type)
             packer.string("topic")
@@ -36,6 +36,14 @@ public struct MessagePackEventEncoder: EventEncoder {
             if let id = event.id {
                 packer.string("id")
                 packer.string(id)
+            }
+            if let position = event.position {
+                packer.string("position")
+                msgpack_pack_map(packer, 2)
+                packer.string("epoch")
+                packer.string(position.epoch)
+                packer.string("offset")
+                msgpack_pack_int64(packer, position.offset)
             }
             packer.string("timestamp")
             msgpack_pack_int64(packer, event.timestamp)

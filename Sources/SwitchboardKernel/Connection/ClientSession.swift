@@ -20,6 +20,10 @@ public struct ClientSession {
         case unsubscribe(TopicPattern)
         /// Send the retained events of the topics these patterns match.
         case replayRetained([TopicPattern])
+        /// A client's subscribe: look the topic's history up on the shard, add the
+        /// subscription, reply `subscribed` (with the position, when the topic keeps
+        /// history) and send what the history replays, all in one loop tick.
+        case join(TopicPattern, reply: String, SubscribeOptions)
         /// Ask the endpoint's filters to verify this credential (off the event loop), then
         /// call ``refreshFinished(_:pipeline:nowMilliseconds:)``.
         case verifyRefresh(String)
@@ -74,19 +78,23 @@ public struct ClientSession {
         switch message {
         case .ping:
             return [.reply(.pong)]
-        case .subscribe(let text):
+        case .subscribe(let text, let options):
             guard text.utf8.count <= pipeline.maxTopicLength, let pattern = TopicPattern(text) else {
                 return [.reply(.error(code: "bad_topic", message: "invalid topic '\(Self.excerpt(text))': \(TopicPattern.syntaxHelp) (at most \(pipeline.maxTopicLength) bytes here)"))]
             }
             guard pipeline.mayTopic(pattern, principal: principal) else {
                 return [.forbidden(.error(code: "forbidden", message: "subscription to '\(Self.excerpt(text))' is not allowed"))]
             }
+            if pattern.isWildcard && !options.isEmpty {
+                return [.reply(.error(code: "bad_message", message: "'since' and 'last' need an exact topic: positions are per topic"))]
+            }
+            // Already subscribed: events after any position were delivered live already.
             if subscriptions.contains(pattern) { return [.reply(.subscribed(text))] }
             guard subscriptions.count < pipeline.maxSubscriptions else {
                 return [.reply(.error(code: "too_many_subscriptions", message: "at most \(pipeline.maxSubscriptions) subscriptions per connection"))]
             }
             subscriptions.append(pattern)
-            return [.subscribe(pattern), .reply(.subscribed(text)), .replayRetained([pattern])]
+            return [.join(pattern, reply: text, options)]
         case .unsubscribe(let text):
             guard let pattern = TopicPattern(text), let index = subscriptions.firstIndex(of: pattern) else {
                 return [.reply(.error(code: "not_subscribed", message: "not subscribed to '\(Self.excerpt(text))'"))]

@@ -1,4 +1,5 @@
 import NIOCore
+import SwitchboardCore
 
 /// The outbound side of one WebSocket connection as a value type: the outbox of gathered
 /// frames, the bounded send queue with its slow-consumer policy, and the socket's
@@ -49,6 +50,9 @@ public struct OutboundStateMachine {
     public private(set) var isWritable = true
     /// Set once the connection starts closing: nothing more is accepted.
     public private(set) var isClosing = false
+    /// The newest event with a position handed to the socket (for the close reason of a
+    /// slow consumer, so it knows where to resume).
+    public private(set) var lastSent: PreparedEvent?
 
     public init(queue: OutboundQueue) {
         self.queue = queue
@@ -65,12 +69,13 @@ public struct OutboundStateMachine {
     /// Bytes gathered for the next flush round.
     public var gatheredBytes: Int { outbox?.readableBytes ?? 0 }
 
-    /// Takes a frame. The returned writes must be handed to the channel (without a flush)
-    /// before anything else is written.
-    public mutating func offer(_ frame: ByteBuffer) -> (outcome: Outcome, writes: Writes) {
+    /// Takes a frame (of `event`, for deliveries). The returned writes must be handed to
+    /// the channel (without a flush) before anything else is written.
+    public mutating func offer(_ frame: ByteBuffer, event: PreparedEvent? = nil) -> (outcome: Outcome, writes: Writes) {
         guard !isClosing else { return (.closed, .none) }
-        switch queue.offer(frame, writable: isWritable) {
+        switch queue.offer(frame, event: event, writable: isWritable) {
         case .writeNow:
+            if let event, event.event.position != nil { lastSent = event }
             return (.accepted, gather(frame))
         case .queued:
             return (.accepted, .none)
@@ -112,8 +117,9 @@ public struct OutboundStateMachine {
     /// The oldest queued frame while the socket is writable; nil once it is not (a write
     /// during the drain may make it unwritable again) or the queue is empty.
     public mutating func nextQueued() -> ByteBuffer? {
-        guard isWritable, !isClosing else { return nil }
-        return queue.next()
+        guard isWritable, !isClosing, let entry = queue.next() else { return nil }
+        if let event = entry.event, event.event.position != nil { lastSent = event }
+        return entry.frame
     }
 
     /// The connection is closing: queued frames are dropped (the peer is not reading them),

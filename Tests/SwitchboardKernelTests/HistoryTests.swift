@@ -1,0 +1,142 @@
+import Dispatch
+import JSONPlugin
+import NIOCore
+import NIOPosix
+import SwitchboardCore
+import SwitchboardKernel
+import SwitchboardTesting
+import Testing
+
+/// History in the kernel: positions, resume with `since`, `last`, retained events, and the
+/// seam between a replay and live delivery.
+@Suite(.serialized) struct HistoryTests {
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+
+    func kernel(size: Int = 5, ttl: Int64 = 0) -> Kernel {
+        Kernel(
+            eventLoopGroup: group, variants: VariantTable(encoders: [JSONEventEncoder()]),
+            history: [HistoryRule(patterns: [TopicPattern("news")!, TopicPattern("feed:*")!], size: size, ttlNanoseconds: ttl)],
+            epoch: "e1"
+        )
+    }
+
+    func settle(_ kernel: Kernel) async throws {
+        for _ in 0..<3 {
+            for shard in kernel.shards { try await shard.eventLoop.submit {}.get() }
+        }
+    }
+
+    func replay(_ kernel: Kernel, _ topic: String, _ options: SubscribeOptions, shard index: Int = 0) async throws -> HistoryReplay {
+        let shard = kernel.shards[index]
+        return try await shard.eventLoop.submit { shard.replay(for: TopicPattern(topic)!, options: options) }.get()
+    }
+
+    func offsets(_ replay: HistoryReplay) -> [Int64] {
+        replay.events.compactMap { $0.event.position?.offset }
+    }
+
+    @Test func positionsResumeAndOverflow() async throws {
+        let kernel = kernel()
+        for n in 1...8 { kernel.publish(Event(topic: "news", type: "n", data: .int(Int64(n)))) }
+        try await settle(kernel)
+        for index in kernel.shards.indices {
+            let resumed = try await replay(kernel, "news", SubscribeOptions(since: StreamPosition(epoch: "e1", offset: 5)), shard: index)
+            #expect(resumed.history == SubscriptionHistory(position: StreamPosition(epoch: "e1", offset: 8), recovered: true, replayed: 3))
+            #expect(offsets(resumed) == [6, 7, 8])
+        }
+        // Size 5 keeps 4…8: offset 3 is the oldest position still resumable (4 follows it).
+        #expect(offsets(try await replay(kernel, "news", SubscribeOptions(since: StreamPosition(epoch: "e1", offset: 3)))) == [4, 5, 6, 7, 8])
+        let tooOld = try await replay(kernel, "news", SubscribeOptions(since: StreamPosition(epoch: "e1", offset: 2)))
+        #expect(tooOld.history?.recovered == false && tooOld.events.isEmpty && tooOld.history?.position?.offset == 8)
+        let otherEpoch = try await replay(kernel, "news", SubscribeOptions(since: StreamPosition(epoch: "old", offset: 7)))
+        #expect(otherEpoch.history?.recovered == false && otherEpoch.events.isEmpty)
+        let upToDate = try await replay(kernel, "news", SubscribeOptions(since: StreamPosition(epoch: "e1", offset: 8)))
+        #expect(upToDate.history?.recovered == true && upToDate.events.isEmpty)
+        let future = try await replay(kernel, "news", SubscribeOptions(since: StreamPosition(epoch: "e1", offset: 99)))
+        #expect(future.history?.recovered == false && !future.loopIsBehind)
+        #expect(offsets(try await replay(kernel, "news", SubscribeOptions(last: 2))) == [7, 8])
+        let plain = try await replay(kernel, "news", SubscribeOptions())
+        #expect(plain.events.isEmpty && plain.history?.position == StreamPosition(epoch: "e1", offset: 8))
+        // A topic of the rule that has no event yet: position 0, resumable from 0.
+        let fresh = try await replay(kernel, "feed:x", SubscribeOptions(since: StreamPosition(epoch: "e1", offset: 0)))
+        #expect(fresh.history == SubscriptionHistory(position: StreamPosition(epoch: "e1", offset: 0), recovered: true, replayed: 0))
+        // No rule: no position, and a resume says it cannot recover.
+        kernel.publish(Event(topic: "other", type: "o", data: .null))
+        try await settle(kernel)
+        let none = try await replay(kernel, "other", SubscribeOptions(since: StreamPosition(epoch: "e1", offset: 0)))
+        #expect(none.history == SubscriptionHistory(position: nil, recovered: false))
+        try await group.shutdownGracefully()
+    }
+
+    @Test func ttlExpiresEventsButNotTheOffset() async throws {
+        let kernel = kernel(size: 100, ttl: 50_000_000)
+        for n in 1...3 { kernel.publish(Event(topic: "news", type: "n", data: .int(Int64(n)))) }
+        try await settle(kernel)
+        try await Task.sleep(for: .milliseconds(120))
+        let expired = try await replay(kernel, "news", SubscribeOptions(since: StreamPosition(epoch: "e1", offset: 1)))
+        #expect(expired.history == SubscriptionHistory(position: StreamPosition(epoch: "e1", offset: 3), recovered: false))
+        kernel.publish(Event(topic: "news", type: "n", data: .int(4)))
+        try await settle(kernel)
+        #expect(offsets(try await replay(kernel, "news", SubscribeOptions(since: StreamPosition(epoch: "e1", offset: 3)))) == [4])
+        try await group.shutdownGracefully()
+    }
+
+    @Test func retainIsTheOneEventCaseOfHistory() async throws {
+        let kernel = kernel()
+        kernel.publish(Event(topic: "status", type: "s", data: .int(1)), retain: true)
+        kernel.publish(Event(topic: "status", type: "s", data: .int(2)), retain: true)
+        try await settle(kernel)
+        let latest = try await replay(kernel, "status", SubscribeOptions())
+        #expect(latest.events.map(\.event.data) == [.int(2)] && latest.history == nil)
+        #expect(try await replay(kernel, "stat*", SubscribeOptions()).events.map(\.event.data) == [.int(2)])
+        // Retained and with history: the newest is replayed without asking, with its position.
+        kernel.publish(Event(topic: "news", type: "n", data: .int(1)), retain: true)
+        try await settle(kernel)
+        let both = try await replay(kernel, "news", SubscribeOptions())
+        #expect(offsets(both) == [1] && both.history?.replayed == 1)
+        try await group.shutdownGracefully()
+    }
+
+    /// Publishers on four threads while subscribers resume on both loops: each subscriber
+    /// sees every offset after its `since` exactly once, in order — replay then live.
+    @Test func replayAndLiveMeetWithoutGapOrDuplicate() async throws {
+        let kernel = kernel(size: 10_000)
+        let total = 4_000
+        let publishers = DispatchGroup()
+        for worker in 0..<4 {
+            DispatchQueue.global().async(group: publishers) {
+                for _ in 0..<(total / 4) { kernel.publish(Event(topic: "news", type: "n", data: .int(Int64(worker)))) }
+            }
+        }
+        var subscribers: [(CapturingSubscriber, Int64, LoopShard)] = []
+        for round in 0..<20 {
+            try await Task.sleep(for: .microseconds(300))
+            let shard = kernel.shards[round % kernel.shards.count]
+            let subscriber = CapturingSubscriber(variant: VariantID(index: 0))
+            let since = try await shard.eventLoop.submit { () -> Int64 in
+                // Resume from a little behind what this loop has: the replay is non-empty.
+                let now = shard.replay(for: TopicPattern("news")!, options: SubscribeOptions()).history?.position?.offset ?? 0
+                let since = max(0, now - 5)
+                let replay = shard.replay(for: TopicPattern("news")!, options: SubscribeOptions(since: StreamPosition(epoch: "e1", offset: since)))
+                _ = shard.subscribe(TopicPattern("news")!, subscriber)
+                shard.send(replay.events, to: subscriber)
+                return since
+            }.get()
+            subscribers.append((subscriber, since, shard))
+        }
+        await withCheckedContinuation { done in publishers.notify(queue: .global()) { done.resume() } }
+        try await settle(kernel)
+        for (subscriber, since, shard) in subscribers {
+            let offsets = try await shard.eventLoop.submit { subscriber.frames.compactMap(Self.offset(of:)) }.get()
+            #expect(offsets == Array((since + 1)...Int64(total)), "since \(since): \(offsets.prefix(8))…")
+        }
+        try await group.shutdownGracefully()
+    }
+
+    static func offset(of frame: ByteBuffer) -> Int64? {
+        guard let payload = ServerFrame.payload(of: frame), let json = try? JSONParser.parse(payload.readableBytesView),
+            case .int(let offset)? = json["position"]?["offset"]
+        else { return nil }
+        return offset
+    }
+}
