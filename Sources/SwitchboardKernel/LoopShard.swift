@@ -205,11 +205,6 @@ public final class LoopShard: @unchecked Sendable {
         return sent
     }
 
-    /// Topics this loop keeps events of, and how many events in all.
-    func keptCounts() -> (topics: Int, events: Int) {
-        (logs.count, logs.values.reduce(0) { $0 + $1.events.count })
-    }
-
     /// Marks a subscriber for the next batched flush (used for replies as well).
     public func needsFlush(_ subscriber: any Subscriber) {
         eventLoop.preconditionInEventLoop()

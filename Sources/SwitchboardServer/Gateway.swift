@@ -351,6 +351,8 @@ public final class Gateway: Sendable {
         metric("events_in_total", "counter", "Events published into the kernel.", [("", counters.eventsIn.load(ordering: .relaxed))])
         metric("deliveries_total", "counter", "Event frames queued to connections.", [("", counters.deliveries.load(ordering: .relaxed))])
         metric("dropped_total", "counter", "Frames dropped by slow-consumer policies.", [("", counters.dropped.load(ordering: .relaxed))])
+        metric("history_replayed_total", "counter", "Events replayed from history (since, last, retained).", [("", counters.replayed.load(ordering: .relaxed))])
+        metric("history_topics_refused_total", "counter", "Events of new topics not kept because the history table was full.", [("", counters.historyTopicsRefused.load(ordering: .relaxed))])
         metric("flush_rounds_total", "counter", "Flush rounds run by the event loops.", [("", counters.flushRounds.load(ordering: .relaxed))])
         metric("connection_writes_total", "counter", "Socket writes of gathered frames (deliveries / writes = frames per write).", [("", counters.connectionWrites.load(ordering: .relaxed))])
         metric("encodes_total", "counter", "Encoder calls on the broadcast path.", [("", counters.encodes.load(ordering: .relaxed))])
@@ -419,6 +421,8 @@ public final class Gateway: Sendable {
             "frame_builds": .int(Int64(counters.frameBuilds.load(ordering: .relaxed))),
             "dedicated_compression_memory_bytes": .int(Int64(counters.dedicatedCompressionMemory.load(ordering: .relaxed))),
             "dropped": .int(Int64(counters.dropped.load(ordering: .relaxed))),
+            "history_replayed": .int(Int64(counters.replayed.load(ordering: .relaxed))),
+            "history_topics_refused": .int(Int64(counters.historyTopicsRefused.load(ordering: .relaxed))),
             "flush_rounds": .int(Int64(counters.flushRounds.load(ordering: .relaxed))),
             "connection_writes": .int(Int64(counters.connectionWrites.load(ordering: .relaxed))),
             "sources": .array(assembly.supervisor.statuses().map(Self.sourceJSON)),
