@@ -50,6 +50,8 @@ SCENARIOS = {
           {"connections": 1100, "slow": 100, "rate": 1000, "size": 200, "duration": 20}, "/bench", "/sub/bench_0"),
     "g": ("(a) with MessagePack",
           {"connections": 10000, "rate": 1000, "size": 200, "duration": 20, "format": "msgpack"}, "/bench", None),
+    "h": ("(a) with history on (size 100, ttl 5m): positions in every event",
+          {"connections": 10000, "rate": 1000, "size": 200, "duration": 20, "topic_prefix": "hist:"}, "/bench-history", "/sub/bench_0"),
 }
 
 NGINX_CONF = """
@@ -284,9 +286,10 @@ def run_scenario(name, server_class, scale, settle, rate=None):
     publisher = None
     try:
         common = [str(ROOT / ".build/release/LoadGen"), "--ws", server.ws(path), "--coordinate", "--settle", str(settle)]
-        for key in ("rate", "size", "duration", "burst", "topics", "slow", "deflate", "format"):
+        for key in ("rate", "size", "duration", "burst", "topics", "slow", "deflate", "format", "topic_prefix"):
             if key in params:
-                common += ["--" + key] if params[key] is True else ["--" + key, str(params[key])]
+                flag = "--" + key.replace("_", "-")
+                common += [flag] if params[key] is True else [flag, str(params[key])]
         if name == "e" and server_class is Switchboard:
             common.append("--subscribe-messages")
         if params.get("deflate"):

@@ -37,6 +37,9 @@ struct Options {
     var independentMessages = false
     var format = "json"
     var subscribeMessages = false
+    /// Topics are `<prefix><n>` (scenario (h) uses its own prefix, so that its history rule
+    /// does not apply to the other scenarios' topic).
+    var topicPrefix = "bench:"
     var label = ""
     var connectConcurrency = 256
     var settle = 1.0
@@ -72,6 +75,7 @@ struct Options {
             case "--independent-messages": independentMessages = true
             case "--format": format = next()
             case "--subscribe-messages": subscribeMessages = true
+            case "--topic-prefix": topicPrefix = next()
             case "--label": label = next()
             case "--settle": settle = Double(next()) ?? settle
             case "--publishers": publishers = min(64, max(0, Int(next()) ?? publishers))
@@ -157,7 +161,7 @@ func connect(_ index: Int) -> EventLoopFuture<Void> {
     let slow = index < options.slow
     let client = WebSocketLoadClient(stats: stats, request: upgradeRequest(path: path(for: topic)), topic: topic, independentMessages: options.independentMessages) { client in
         if slow { _ = client.channel?.setOption(.autoRead, value: false) }
-        if options.subscribeMessages { client.send(#"{"type":"subscribe","data":"bench:\#(topic)"}"#) }
+        if options.subscribeMessages { client.send(#"{"type":"subscribe","data":"\#(options.topicPrefix)\#(topic)"}"#) }
     }
     clients.append(client)
     var bootstrap = ClientBootstrap(group: loop)
@@ -278,7 +282,7 @@ func request(topic: Int) -> ByteBuffer? {
         body = #"{"m":"\#(marker)\#(padding)"}"#
     } else {
         path = publishURL.path
-        body = #"{"topic":"bench:\#(topic)","type":"bench","data":{"m":"\#(marker)\#(padding)"}}"#
+        body = #"{"topic":"\#(options.topicPrefix)\#(topic)","type":"bench","data":{"m":"\#(marker)\#(padding)"}}"#
         headers = "X-API-Key: \(options.key)\r\n"
     }
     var buffer = ByteBuffer()

@@ -87,7 +87,7 @@ public final class Kernel: Sendable {
         history.withNextPosition(for: event.topic) { position in
             guard let position else {
                 counters.historyTopicsRefused.add(1, ordering: .relaxed)
-                deliver(event, policy.replaysLatest ? KeepPolicy(size: 1, ttlNanoseconds: 0, stamped: false, replaysLatest: true) : nil)
+                deliver(event, policy.replaysLatest ? .retainOnly : nil)
                 return
             }
             var stamped = event

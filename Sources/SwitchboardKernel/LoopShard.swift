@@ -91,7 +91,10 @@ public final class LoopShard: @unchecked Sendable {
     func deliver(_ prepared: PreparedEvent, keep: KeepPolicy? = nil) {
         if let keep {
             let topic = prepared.event.topic
-            if logs[topic] != nil || logs.count < Self.maximumRetainedTopics {
+            // Stamped topics are bounded by the kernel's clock (which numbered this one):
+            // a loop keeps every one of them, so a position is always resumable where it was
+            // sent. Retained-only topics are bounded here.
+            if keep.stamped || logs[topic] != nil || logs.count < Self.maximumRetainedTopics {
                 let now = NIODeadline.now().uptimeNanoseconds
                 logs[topic, default: TopicLog(policy: keep)].policy = keep
                 logs[topic]?.append(prepared, now: now)
@@ -132,11 +135,18 @@ public final class LoopShard: @unchecked Sendable {
     public func replayRetained(_ patterns: [TopicPattern], to subscriber: any Subscriber) -> Int {
         eventLoop.preconditionInEventLoop()
         guard !logs.isEmpty, !patterns.isEmpty else { return 0 }
+        return send(newestRetained { topic in patterns.contains { $0.matches(topic) } }, to: subscriber)
+    }
+
+    /// The newest kept event of every retained topic `matches` accepts (expired ones not).
+    private func newestRetained(_ matches: (String) -> Bool) -> [PreparedEvent] {
+        let now = NIODeadline.now().uptimeNanoseconds
         var latest: [PreparedEvent] = []
-        for (topic, log) in logs where log.policy.replaysLatest && patterns.contains(where: { $0.matches(topic) }) {
-            latest.append(contentsOf: log.newest(1))
+        for topic in logs.keys where matches(topic) && logs[topic]?.policy.replaysLatest == true {
+            logs[topic]?.expire(now: now)
+            latest.append(contentsOf: logs[topic]?.newest(1) ?? [])
         }
-        return send(latest, to: subscriber)
+        return latest
     }
 
     /// What a subscribe to `pattern` gets from this loop's history: the topic's position
@@ -155,19 +165,17 @@ public final class LoopShard: @unchecked Sendable {
     public func replay(for pattern: TopicPattern, options: SubscribeOptions, allowLoopBehind: Bool = true) -> HistoryReplay {
         eventLoop.preconditionInEventLoop()
         guard !pattern.isWildcard else {
-            var latest: [PreparedEvent] = []
-            for (topic, log) in logs where log.policy.replaysLatest && pattern.matches(topic) { latest.append(contentsOf: log.newest(1)) }
-            return HistoryReplay(events: latest)
+            return HistoryReplay(events: newestRetained { pattern.matches($0) })
         }
         let topic = pattern.text
-        let now = NIODeadline.now().uptimeNanoseconds
-        logs[topic]?.expire(now: now)
+        logs[topic]?.expire(now: NIODeadline.now().uptimeNanoseconds)
         let log = logs[topic]
-        let stamped = log?.policy.stamped ?? (history.policy(for: topic, retain: false) != nil)
+        // Without `since` or `last`, a retained topic's newest event only.
+        let count = options.last ?? (log?.policy.replaysLatest == true ? 1 : 0)
+        let stamped = log?.policy.stamped ?? history.stamps(topic)
         guard stamped else {
             // No positions on this topic: a resume cannot be honoured, and says so.
             if options.since != nil { return HistoryReplay(history: SubscriptionHistory(position: nil, recovered: false)) }
-            let count = options.last ?? (log?.policy.replaysLatest == true ? 1 : 0)
             return HistoryReplay(events: log?.newest(count) ?? [])
         }
         let latest = log?.latestOffset ?? 0
@@ -185,7 +193,6 @@ public final class LoopShard: @unchecked Sendable {
             }
             return HistoryReplay(history: SubscriptionHistory(position: position, recovered: true, replayed: missed.count), events: missed)
         }
-        let count = options.last ?? (log?.policy.replaysLatest == true ? 1 : 0)
         let events = log?.newest(count) ?? []
         return HistoryReplay(history: SubscriptionHistory(position: position, replayed: events.count), events: events)
     }

@@ -27,6 +27,9 @@ struct KeepPolicy: Sendable, Equatable {
     /// without a position.
     var stamped: Bool
     var replaysLatest: Bool
+
+    /// `retain: true` without a history rule: the newest event, no position.
+    static let retainOnly = KeepPolicy(size: 1, ttlNanoseconds: 0, stamped: false, replaysLatest: true)
 }
 
 /// The kernel's side of history: the epoch, the rules, and each topic's newest offset.
@@ -64,7 +67,7 @@ final class HistoryClock: Sendable {
             } ?? rule.ttlNanoseconds
             policy = KeepPolicy(size: max(policy?.size ?? 0, rule.size), ttlNanoseconds: ttl, stamped: true, replaysLatest: retain)
         }
-        if policy == nil && retain { policy = KeepPolicy(size: 1, ttlNanoseconds: 0, stamped: false, replaysLatest: true) }
+        if policy == nil && retain { policy = .retainOnly }
         return policy
     }
 
@@ -90,6 +93,14 @@ final class HistoryClock: Sendable {
     /// The newest offset handed out for `topic` (0 before its first event).
     func latestOffset(of topic: String) -> Int64 {
         offsets.withLockedValue { $0[topic] ?? 0 }
+    }
+
+    /// Whether `topic`'s events get positions: a rule covers it, and the clock numbers it
+    /// already or still has room for it. The one gate for stamping and for the `position`
+    /// of a `subscribed` reply, so a reply never promises positions the events will lack.
+    func stamps(_ topic: String) -> Bool {
+        guard rules.contains(where: { rule in rule.patterns.contains { $0.matches(topic) } }) else { return false }
+        return offsets.withLockedValue { $0[topic] != nil || $0.count < Self.maximumTopics }
     }
 }
 
@@ -123,7 +134,8 @@ struct TopicLog {
     /// Every kept event after `offset`, or nil when the log no longer reaches back to it.
     func after(_ offset: Int64) -> [PreparedEvent]? {
         if offset == latestOffset { return [] }
-        guard let oldest = events.first?.event.event.position?.offset, oldest <= offset + 1 else { return nil }
+        // `oldest - 1`, not `offset + 1`: `offset` comes from a client and may be Int64.max.
+        guard let oldest = events.first?.event.event.position?.offset, oldest - 1 <= offset else { return nil }
         return events.compactMap { entry in
             guard let position = entry.event.event.position, position.offset > offset else { return nil }
             return entry.event

@@ -63,7 +63,7 @@ extension WebSocketConnectionHandler {
             return true
         case .overflow:
             runtime.refusals.record(.slowConsumerDisconnect)
-            failConnection(code: 1008, reason: Self.overflowReason(lastSent: outbound.lastSent?.event))
+            failConnection(code: 1008, reason: Self.overflowReason(lastSent: outbound.lastSent))
             return false
         case .closed:
             return false
@@ -142,10 +142,10 @@ extension WebSocketConnectionHandler {
     /// The close reason of a slow consumer: what happened and, when the connection had
     /// events with positions, the last one that reached the socket (`topic@epoch:offset`),
     /// so the client can resume with `since`. At most 123 bytes (RFC 6455 §5.5).
-    static func overflowReason(lastSent: Event?) -> String {
+    static func overflowReason(lastSent: (topic: String, position: StreamPosition)?) -> String {
         let base = "send queue overflow: client reads too slowly"
-        guard let lastSent, let position = lastSent.position else { return base }
-        let withTopic = "\(base); last sent \(lastSent.topic)@\(position)"
+        guard let (topic, position) = lastSent else { return base }
+        let withTopic = "\(base); last sent \(topic)@\(position)"
         if withTopic.utf8.count <= 123 { return withTopic }
         let withoutTopic = "\(base); last sent @\(position)"
         return withoutTopic.utf8.count <= 123 ? withoutTopic : base

@@ -321,7 +321,9 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber 
             }
             return
         }
-        _ = shard.subscribe(pattern, self)
+        // Not added: a later subscribe to the same pattern (after an unsubscribe) already
+        // joined while this one waited for the loop, and got the reply and the replay.
+        guard shard.subscribe(pattern, self) else { return }
         reply(.subscribed(text, replay.history))
         shard.send(replay.events, to: self)
     }

@@ -54,6 +54,10 @@ import Testing
         #expect(upToDate.history?.recovered == true && upToDate.events.isEmpty)
         let future = try await replay(kernel, "news", SubscribeOptions(since: StreamPosition(epoch: "e1", offset: 99)))
         #expect(future.history?.recovered == false && !future.loopIsBehind)
+        // Client-controlled extremes: no arithmetic on them traps.
+        let extreme = try await replay(kernel, "news", SubscribeOptions(since: StreamPosition(epoch: "e1", offset: .max)))
+        #expect(extreme.history?.recovered == false)
+        #expect(offsets(try await replay(kernel, "news", SubscribeOptions(last: Int(Int32.max)))) == [4, 5, 6, 7, 8])
         #expect(offsets(try await replay(kernel, "news", SubscribeOptions(last: 2))) == [7, 8])
         let plain = try await replay(kernel, "news", SubscribeOptions())
         #expect(plain.events.isEmpty && plain.history?.position == StreamPosition(epoch: "e1", offset: 8))
@@ -65,6 +69,29 @@ import Testing
         try await settle(kernel)
         let none = try await replay(kernel, "other", SubscribeOptions(since: StreamPosition(epoch: "e1", offset: 0)))
         #expect(none.history == SubscriptionHistory(position: nil, recovered: false))
+        try await group.shutdownGracefully()
+    }
+
+    /// A client that saw offset 1 on a fast loop resumes on a loop that has not delivered it
+    /// yet: the loop says it is behind (the handler asks again after its queued
+    /// deliveries), and the second look finds the event.
+    @Test func aLoopBehindTheClientAsksAgain() async throws {
+        let kernel = kernel()
+        let slow = kernel.shards[1]
+        let since = SubscribeOptions(since: StreamPosition(epoch: "e1", offset: 1))
+        let blocked = slow.eventLoop.submit { () -> HistoryReplay in
+            // Published while this loop is busy: the event waits in its queue.
+            kernel.publish(Event(topic: "news", type: "n", data: .int(1)))
+            return slow.replay(for: TopicPattern("news")!, options: since)
+        }
+        #expect(try await blocked.get().loopIsBehind)
+        let again = try await slow.eventLoop.submit { slow.replay(for: TopicPattern("news")!, options: since, allowLoopBehind: false) }.get()
+        #expect(again.history == SubscriptionHistory(position: StreamPosition(epoch: "e1", offset: 1), recovered: true, replayed: 0))
+        // A position no loop will ever reach is refused on the second look.
+        let never = try await slow.eventLoop.submit {
+            slow.replay(for: TopicPattern("news")!, options: SubscribeOptions(since: StreamPosition(epoch: "e1", offset: 2)), allowLoopBehind: false)
+        }.get()
+        #expect(never.history?.recovered == false)
         try await group.shutdownGracefully()
     }
 

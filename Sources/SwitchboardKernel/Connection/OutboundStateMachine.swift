@@ -1,4 +1,5 @@
 import NIOCore
+import SwitchboardConfig
 import SwitchboardCore
 
 /// The outbound side of one WebSocket connection as a value type: the outbox of gathered
@@ -50,9 +51,10 @@ public struct OutboundStateMachine {
     public private(set) var isWritable = true
     /// Set once the connection starts closing: nothing more is accepted.
     public private(set) var isClosing = false
-    /// The newest event with a position handed to the socket (for the close reason of a
-    /// slow consumer, so it knows where to resume).
-    public private(set) var lastSent: PreparedEvent?
+    /// Under `disconnect`: the topic and position of the newest event with a position
+    /// handed to the socket, for the close reason of a slow consumer (so it knows where
+    /// to resume). Not kept under the other policies, which never close for slowness.
+    public private(set) var lastSent: (topic: String, position: StreamPosition)?
 
     public init(queue: OutboundQueue) {
         self.queue = queue
@@ -75,7 +77,7 @@ public struct OutboundStateMachine {
         guard !isClosing else { return (.closed, .none) }
         switch queue.offer(frame, event: event, writable: isWritable) {
         case .writeNow:
-            if let event, event.event.position != nil { lastSent = event }
+            noteSent(event)
             return (.accepted, gather(frame))
         case .queued:
             return (.accepted, .none)
@@ -118,8 +120,13 @@ public struct OutboundStateMachine {
     /// during the drain may make it unwritable again) or the queue is empty.
     public mutating func nextQueued() -> ByteBuffer? {
         guard isWritable, !isClosing, let entry = queue.next() else { return nil }
-        if let event = entry.event, event.event.position != nil { lastSent = event }
+        noteSent(entry.event)
         return entry.frame
+    }
+
+    private mutating func noteSent(_ event: PreparedEvent?) {
+        guard queue.policy == .disconnect, let event, let position = event.event.position else { return }
+        lastSent = (event.event.topic, position)
     }
 
     /// The connection is closing: queued frames are dropped (the peer is not reading them),
