@@ -42,10 +42,13 @@ public struct EndpointConfiguration: Sendable, Decodable {
     public var statsPath: String?
     /// Events kept per topic for resuming clients (`since`, `last`); off when nil.
     public var history: HistoryConfiguration?
+    /// How clients may connect: `websocket` (default) and/or `sse` (Server-Sent Events on
+    /// the same path, `GET` with `Accept: text/event-stream`).
+    public var transports: [Transport]
     var position: ConfigPosition?
 
     enum CodingKeys: String, CodingKey {
-        case path, encoders, topics, subscribe, filters, heartbeat, mode, compression, permissions, history
+        case path, encoders, topics, subscribe, filters, heartbeat, mode, compression, permissions, history, transports
         case statsPath = "stats_path"
         case maxMessageSize = "max_message_size"
         case maxSubscriptions = "max_subscriptions"
@@ -81,6 +84,7 @@ public struct EndpointConfiguration: Sendable, Decodable {
         permissions = try container.decodeIfPresent([String: [TopicPattern]].self, forKey: .permissions)
         statsPath = try container.decodeIfPresent(String.self, forKey: .statsPath)
         history = try container.decodeIfPresent(HistoryConfiguration.self, forKey: .history)
+        transports = try container.value(.transports, default: [.websocket])
 
         guard let node else { return }
         if let statsPath, !statsPath.hasPrefix("/") || statsPath.contains("?") || statsPath == path {
@@ -118,6 +122,15 @@ public struct EndpointConfiguration: Sendable, Decodable {
         }
         if maxMessageDepth < 1 || maxMessageDepth > 256 {
             node.report("max_message_depth must be between 1 and 256, got \(maxMessageDepth)", key: "max_message_depth")
+        }
+        if transports.isEmpty || Set(transports).count != transports.count {
+            node.report("transports must list websocket and/or sse, each once", hint: "e.g. transports: [websocket, sse]", key: "transports")
+        }
+        if transports.contains(.sse) && !encoders.contains("json") {
+            node.report("the sse transport sends JSON: add json to the endpoint's encoders", key: "transports")
+        }
+        if transports.contains(.sse) && mode == .echo {
+            node.report("an echo endpoint has nothing to stream over sse", key: "transports")
         }
         if let history {
             for pattern in history.topics ?? [] where !topics.covers(pattern) {
@@ -179,6 +192,15 @@ public struct HistoryConfiguration: Sendable, Decodable {
             node?.report("history topics must not be empty (omit the key for the endpoint's topics)", key: "topics")
         }
     }
+}
+
+/// A way clients connect to an endpoint.
+public enum Transport: String, Sendable, ConfigEnum {
+    case websocket
+    /// Server-Sent Events: a long-lived `GET` answered with `text/event-stream`.
+    case sse
+
+    public static var configPlaceholder: Transport { .websocket }
 }
 
 /// How an endpoint treats client messages.

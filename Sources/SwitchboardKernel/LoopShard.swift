@@ -69,6 +69,9 @@ public final class LoopShard: @unchecked Sendable {
         self.flushInterval = max(0, flushInterval.nanoseconds)
     }
 
+    /// The kernel's history epoch (positions of this instance).
+    public var epoch: String { history.epoch }
+
     /// Subscribes; `false` if already subscribed to exactly this pattern.
     public func subscribe(_ pattern: TopicPattern, _ subscriber: any Subscriber) -> Bool {
         eventLoop.preconditionInEventLoop()

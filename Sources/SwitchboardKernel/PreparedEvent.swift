@@ -128,6 +128,8 @@ public final class PreparedEvent: Sendable {
     private struct State {
         var plainFrames: [ByteBuffer?]
         var frames: [ByteBuffer?]
+        /// `data: <payload>\n\n` for Server-Sent Events, built once.
+        var sse: ByteBuffer?
     }
 
     public init(event: Event, table: VariantTable, counters: KernelCounters = KernelCounters()) {
@@ -135,6 +137,25 @@ public final class PreparedEvent: Sendable {
         self.table = table
         self.counters = counters
         self.state = NIOLockedValueBox(State(plainFrames: Array(repeating: nil, count: table.encoders.count), frames: Array(repeating: nil, count: table.count)))
+    }
+
+    /// The event as one Server-Sent Events field, `data: <payload of variant>\n\n`, built on
+    /// first use and shared by every SSE client (their `id:` lines are their own). The
+    /// variant must be a plain text one (JSON): its compact payload has no line break.
+    public func sseData(for variant: VariantID) -> ByteBuffer {
+        if let cached = state.withLockedValue({ $0.sse }) { return cached }
+        var data = ByteBuffer()
+        guard let payload = ServerFrame.payload(of: frame(for: variant)) else { return data }
+        data.reserveCapacity(payload.readableBytes + 8)
+        data.writeStaticString("data: ")
+        data.writeImmutableBuffer(payload)
+        data.writeStaticString("\n\n")
+        return state.withLockedValue { state in
+            if let cached = state.sse { return cached }
+            state.sse = data
+            counters.frameBuilds.add(1, ordering: .relaxed)
+            return data
+        }
     }
 
     /// The complete WebSocket frame for `variant`, building it on first use.

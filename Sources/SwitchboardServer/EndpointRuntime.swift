@@ -1,5 +1,6 @@
 import Logging
 import Synchronization
+import SwitchboardConfig
 import SwitchboardKernel
 
 /// An endpoint's pipeline plus its live counters.
@@ -19,8 +20,12 @@ public final class EndpointRuntime: Sendable {
     /// Refusals by kind (oversized, protocol errors, rate, slow consumers, …).
     public let refusals: RefusalCounters
 
-    public init(pipeline: EndpointPipeline, logger: Logger = Logger(label: "switchboard")) {
+    /// How clients may connect (`transports:`).
+    public let transports: Set<Transport>
+
+    public init(pipeline: EndpointPipeline, transports: Set<Transport> = [.websocket], logger: Logger = Logger(label: "switchboard")) {
         self.pipeline = pipeline
+        self.transports = transports
         self.refusals = RefusalCounters(scope: pipeline.path, logger: logger)
     }
 }

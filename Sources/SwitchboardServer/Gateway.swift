@@ -97,7 +97,10 @@ public final class Gateway: Sendable {
         self.logger = logger
         self.eventLoopGroup = eventLoopGroup
         var endpoints: [String: EndpointRuntime] = [:]
-        for pipeline in assembly.pipelines { endpoints[pipeline.path] = EndpointRuntime(pipeline: pipeline, logger: logger) }
+        for pipeline in assembly.pipelines {
+            let transports = configuration.endpoints.first { $0.path == pipeline.path }?.transports ?? [.websocket]
+            endpoints[pipeline.path] = EndpointRuntime(pipeline: pipeline, transports: Set(transports), logger: logger)
+        }
         self.endpoints = endpoints
         self.connectionLimiter = ConnectionLimiter(
             maxConnections: configuration.listener.maxConnections,
@@ -220,9 +223,20 @@ public final class Gateway: Sendable {
                 body: .init(byteBuffer: buffer)
             )
         }
-        for path in endpoints.keys {
-            router.get(RouterPath(path)) { _, _ in
-                Self.json(
+        let kernel = assembly.kernel
+        let logger = self.logger
+        for (path, runtime) in endpoints {
+            router.get(RouterPath(path)) { request, context in
+                if runtime.transports.contains(.sse) && ServerSentEvents.wantsEventStream(request) {
+                    return await ServerSentEvents.respond(to: request, context: context, runtime: runtime, kernel: kernel, logger: logger)
+                }
+                if runtime.transports.contains(.sse) && !runtime.transports.contains(.websocket) {
+                    return Self.json(
+                        ["error": ["code": "not_acceptable", "message": .string("\(path) streams Server-Sent Events: send Accept: text/event-stream")]],
+                        status: .notAcceptable
+                    )
+                }
+                return Self.json(
                     ["error": ["code": "upgrade_required", "message": .string("\(path) is a WebSocket endpoint: connect with a WebSocket client")]],
                     status: .upgradeRequired
                 )

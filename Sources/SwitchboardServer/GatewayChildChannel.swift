@@ -261,7 +261,7 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
         refusal: NIOLoopBoundBox<UpgradeRefusal?>
     ) -> EventLoopFuture<HTTPHeaders?> {
         let (path, query) = RequestTarget.split(head.uri)
-        guard let runtime = endpoints[path] else {
+        guard let runtime = endpoints[path], runtime.transports.contains(.websocket) else {
             refusal.value = UpgradeRefusal(status: 404, code: "not_found", message: "no WebSocket endpoint at \(path)")
             return channel.eventLoop.makeSucceededFuture(nil)
         }
@@ -294,29 +294,8 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
             remoteAddress: channel.remoteAddress?.ipAddress
         )
         let responseHeaders = headers
-        let promise = channel.eventLoop.makePromise(of: Decision.self)
-        promise.completeWithTask {
-            var principal: Principal?
-            for filter in pipeline.filters {
-                switch await filter.admit(request, principal: principal) {
-                case .admit(let established): principal = established ?? principal
-                case .deny(let status, let reason, let retryAfter):
-                    return .refuse(UpgradeRefusal(status: status, code: "denied", message: reason, retryAfter: retryAfter))
-                }
-            }
-            // Everyone agreed: let filters reserve per-connection resources.
-            var guards: [any ConnectionGuard] = []
-            for filter in pipeline.filters {
-                switch filter.attach(request, principal: principal) {
-                case .none: continue
-                case .guarded(let guardian): guards.append(guardian)
-                case .deny(let status, let reason, let retryAfter):
-                    for guardian in guards { guardian.connectionClosed() }
-                    return .refuse(UpgradeRefusal(status: status, code: "denied", message: reason, retryAfter: retryAfter))
-                }
-            }
-            return .admit(principal, guards)
-        }
+        let promise = channel.eventLoop.makePromise(of: FilterChainDecision.self)
+        promise.completeWithTask { await pipeline.runFilters(request) }
         return promise.futureResult.map { decision in
             switch decision {
             case .admit(let principal, let guards):
@@ -329,9 +308,9 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
                     arrival: Self.reserveArrival(kernel: kernel, channel: channel)
                 )
                 return responseHeaders
-            case .refuse(let refused):
+            case .refuse(let status, let reason, let retryAfter):
                 runtime.rejected.add(1, ordering: .relaxed)
-                refusal.value = refused
+                refusal.value = UpgradeRefusal(status: status, code: "denied", message: reason, retryAfter: retryAfter)
                 return nil
             }
         }
@@ -379,11 +358,6 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
         }
         guard let variant else { return nil }
         return CompressionSetup(agreement: agreement, settings: settings, minSize: endpoint.profile.minSize, variant: variant)
-    }
-
-    private enum Decision: Sendable {
-        case admit(Principal?, [any ConnectionGuard])
-        case refuse(UpgradeRefusal)
     }
 
     func handle(value: Value, logger: Logger) async {

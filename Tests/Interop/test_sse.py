@@ -1,0 +1,265 @@
+"""The SSE transport with clients nobody here wrote: Python httpx streaming, and headless
+Chromium's EventSource behind a proxy that drops the connection, resuming with
+Last-Event-ID while the publisher keeps going."""
+import http.server
+import json
+import random
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+import httpx
+import pytest
+
+from conftest import PUBLISH_KEY, start_gateway, stop_gateway
+from test_chromium import find_chromium
+from test_hostile_clients import publish
+
+CONFIG = """
+sources:
+  - name: publish
+    plugin: webhook
+    keys: ["${SWITCHBOARD_PUBLISH_KEY}"]
+endpoints:
+  - path: /events
+    transports: [websocket, sse]
+    encoders: [json]
+    topics: ["feed:*", "open"]
+    heartbeat: {interval: 1s, timeout: 5s}
+    history: {size: 1000, ttl: 5m, topics: ["feed:*"]}
+  - path: /private
+    transports: [sse]
+    encoders: [json]
+    topics: ["*"]
+    filters:
+      - plugin: api_key
+        query: api_key
+        keys: [{name: sse-client, key: "sse-client-key-0123456789"}]
+"""
+
+
+@pytest.fixture(scope="module")
+def sse_gateway():
+    running = start_gateway(CONFIG, name="sse")
+    yield running
+    assert running.process.poll() is None, running.log.read_text()[-4000:]
+    stop_gateway(running)
+
+
+def read_events(response, until, timeout=20):
+    """Parses an SSE stream into dicts {event, id, data} until `until(events)` is true."""
+    events, fields = [], {}
+    deadline = time.time() + timeout
+    for line in response.iter_lines():
+        if line == "":
+            if "data" in fields:
+                fields["data"] = json.loads(fields["data"])
+                events.append(fields)
+                if until(events):
+                    return events
+            fields = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(":")
+            fields[name] = value[1:] if value.startswith(" ") else value
+        if time.time() > deadline:
+            break
+    return events
+
+
+def items(events):
+    return [e for e in events if e.get("event") is None]
+
+
+def test_httpx_stream_resumes_every_topic_with_last_event_id(sse_gateway):
+    seed = random.randrange(1 << 30)
+    print("seed", seed)
+    rng = random.Random(seed)
+    gateway = sse_gateway
+    url = "http://%s/events?topic=feed:x&topic=feed:y" % gateway.address
+    headers = {"Accept": "text/event-stream"}
+    total = 300
+    published = threading.Event()
+
+    def publisher():
+        for start in range(0, total, 10):
+            publish(gateway, [{"topic": rng.choice(["feed:x", "feed:y"]), "type": "item", "data": {"n": start + i}} for i in range(10)])
+            time.sleep(0.01)
+        published.set()
+
+    seen = []
+    with httpx.Client(timeout=httpx.Timeout(20.0)) as client:
+        with client.stream("GET", url, headers=headers) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            thread = threading.Thread(target=publisher, daemon=True)
+            thread.start()
+            events = read_events(response, lambda e: len(items(e)) >= 50)
+        subscribed = [e for e in events if e.get("event") == "subscribed"]
+        assert [e["data"]["data"] for e in subscribed] == ["feed:x", "feed:y"]
+        seen += items(events)
+        last_id = seen[-1]["id"]
+        time.sleep(0.2)  # events keep arriving while the client is away
+        with client.stream("GET", url, headers=dict(headers, **{"Last-Event-ID": last_id})) as response:
+            events = read_events(response, lambda e: len(seen) + len(items(e)) >= total, timeout=30)
+        thread.join(timeout=30)
+    resumed = [e for e in events if e.get("event") == "subscribed"]
+    assert all(e["data"]["recovered"] is True for e in resumed), resumed
+    seen += items(events)
+    assert sorted(e["data"]["data"]["n"] for e in seen) == list(range(total)), "loss or duplicates"
+    for topic in ("feed:x", "feed:y"):
+        offsets = [e["data"]["position"]["offset"] for e in seen if e["data"]["topic"] == topic]
+        assert offsets == list(range(1, len(offsets) + 1)), (topic, offsets[:20])
+
+
+def test_sse_refusals_and_filters(sse_gateway):
+    base = "http://%s" % sse_gateway.address
+    sse = {"Accept": "text/event-stream"}
+    with httpx.Client(timeout=5.0) as client:
+        assert client.get(base + "/events", headers=sse).json()["error"]["code"] == "no_topics"
+        forbidden = client.get(base + "/events?topic=secret", headers=sse)
+        assert forbidden.status_code == 403 and forbidden.json()["error"]["code"] == "forbidden"
+        assert client.get(base + "/events?topic=bad%20topic", headers=sse).status_code == 400
+        assert client.get(base + "/private?topic=t", headers=sse).status_code == 401
+        # Without Accept: text/event-stream, an SSE-only path says what it wants.
+        assert client.get(base + "/private?topic=t").status_code == 406
+        # The same filters as WebSocket: the API key by header or query.
+        with client.stream("GET", base + "/private?topic=open&api_key=sse-client-key-0123456789", headers=dict(sse, Origin="http://example.test")) as response:
+            assert response.status_code == 200
+            assert response.headers["access-control-allow-origin"] == "http://example.test"
+            publish(sse_gateway, [{"topic": "open", "type": "note", "data": {"n": 1}}])
+            events = read_events(response, lambda e: len(items(e)) >= 1)
+        assert items(events)[0]["data"]["type"] == "note" and "id" not in items(events)[0]
+
+
+class DroppingProxy:
+    """A TCP proxy on loopback whose connections the test can cut: a network drop."""
+
+    def __init__(self, target):
+        self.target = target
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(16)
+        self.port = self.server.getsockname()[1]
+        self.sockets = []
+        self.connections = 0
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            host, port = self.target.split(":")
+            upstream = socket.create_connection((host, int(port)))
+            self.sockets += [client, upstream]
+            self.connections += 1
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self.pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def pipe(source, target):
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                target.sendall(data)
+        except OSError:
+            pass
+        for each in (source, target):
+            try:
+                each.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def drop(self):
+        for each in self.sockets:
+            try:
+                each.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.sockets = []
+
+
+PAGE = """<!doctype html><html><body><script>
+const offsets = [];
+const source = new EventSource('SSEURL');
+source.onmessage = (event) => {
+  offsets.push(JSON.parse(event.data).position.offset);
+  if (offsets.length >= TOTAL) {
+    source.close();
+    fetch('/result', {method: 'POST', body: JSON.stringify({offsets: offsets, lastEventId: event.lastEventId})});
+  }
+};
+setInterval(() => fetch('/progress', {method: 'POST', body: String(offsets.length)}), 200);
+</script></body></html>"""
+
+
+def test_chromium_event_source_reconnects_and_resumes(sse_gateway):
+    chromium = find_chromium()
+    assert chromium, "chromium is not installed (apt-get install chromium)"
+    gateway = sse_gateway
+    proxy = DroppingProxy(gateway.address)
+    total = 60
+    page = PAGE.replace("SSEURL", "http://127.0.0.1:%d/events?topic=feed:browser" % proxy.port).replace("TOTAL", str(total))
+    result, progress = {}, [0]
+    done = threading.Event()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = page.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            if self.path == "/result":
+                result.update(json.loads(body))
+                done.set()
+            else:
+                progress[0] = int(body or b"0")
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    profile = tempfile.mkdtemp()
+    browser = subprocess.Popen(
+        [chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         "--user-data-dir=" + profile, "http://127.0.0.1:%d/" % server.server_address[1]],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 30
+        while proxy.connections == 0 and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        publish(gateway, [{"topic": "feed:browser", "type": "b", "data": {"n": n}} for n in range(20)])
+        while progress[0] < 20 and time.time() < deadline:
+            time.sleep(0.05)
+        assert progress[0] >= 20, "the page did not receive the first events"
+        proxy.drop()  # the network drops; EventSource retries after the server's retry: hint
+        publish(gateway, [{"topic": "feed:browser", "type": "b", "data": {"n": n}} for n in range(20, 40)])
+        while proxy.connections < 2 and time.time() < deadline:
+            time.sleep(0.05)
+        assert proxy.connections >= 2, "EventSource did not reconnect"
+        time.sleep(0.5)
+        publish(gateway, [{"topic": "feed:browser", "type": "b", "data": {"n": n}} for n in range(40, total)])
+        assert done.wait(30), "the page did not report back (%d events)" % progress[0]
+    finally:
+        browser.kill()
+        browser.wait()
+        server.shutdown()
+        shutil.rmtree(profile, ignore_errors=True)
+    assert result["offsets"] == list(range(1, total + 1)), result
+    assert result["lastEventId"].endswith(":%d" % total)
