@@ -22,7 +22,7 @@ public struct GatewayAssembly: Sendable {
         registry: PluginRegistry,
         eventLoopGroup: any EventLoopGroup,
         logger: Logger,
-        forward: (@Sendable (Event, Bool) -> Void)? = nil
+        forward: (@Sendable (Event, Bool) -> Bool)? = nil
     ) async throws -> GatewayAssembly {
         var encoderNames: [String] = []
         for endpoint in configuration.endpoints {
@@ -45,7 +45,9 @@ public struct GatewayAssembly: Sendable {
         let kernel = Kernel(
             eventLoopGroup: eventLoopGroup, variants: variants,
             flushInterval: .nanoseconds(configuration.flushInterval.nanoseconds),
-            history: history
+            history: history,
+            // With a cluster, Redis numbers and keeps history so any instance can resume.
+            sharedHistory: configuration.cluster != nil && !history.isEmpty
         )
 
         var pipelines: [EndpointPipeline] = []
@@ -177,7 +179,9 @@ final class KernelSourceContext: SourceContext {
     let logger: Logger
     private let kernel: Kernel
     private let retain: Bool
-    private let forward: (@Sendable (Event, Bool) -> Void)?
+    /// Hands an event to the cluster bus; `true` when the bus also delivers it here (history
+    /// topics travel through Redis, which numbers them, and come back to every instance).
+    private let forward: (@Sendable (Event, Bool) -> Bool)?
     private let routes: RouteCollector
     private let supervisor: SourceSupervisor
     private let statsProvider: StatsProviderBox
@@ -187,7 +191,7 @@ final class KernelSourceContext: SourceContext {
         logger: Logger,
         kernel: Kernel,
         retain: Bool,
-        forward: (@Sendable (Event, Bool) -> Void)?,
+        forward: (@Sendable (Event, Bool) -> Bool)?,
         routes: RouteCollector,
         supervisor: SourceSupervisor,
         statsProvider: StatsProviderBox
@@ -203,8 +207,8 @@ final class KernelSourceContext: SourceContext {
     }
 
     func emit(_ event: Event) {
+        if let forward, forward(event, retain) { return }
         kernel.publish(event, retain: retain)
-        forward?(event, retain)
     }
     func registerRoute(_ route: HTTPRoute) { routes.add(route) }
     func statsSnapshot() async -> JSONValue { await statsProvider.snapshot() }

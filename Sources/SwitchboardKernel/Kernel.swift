@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import Logging
 import NIOCore
 import Synchronization
@@ -27,15 +28,15 @@ public final class Kernel: Sendable {
     /// (``HistoryRule``); `epoch` fixes the history's epoch (tests), random otherwise.
     public init(
         eventLoopGroup: any EventLoopGroup, variants: VariantTable, flushInterval: TimeAmount = .zero, history: [HistoryRule] = [],
-        epoch: String? = nil
+        epoch: String? = nil, sharedHistory: Bool = false
     ) {
         self.variants = variants
-        self.history = HistoryClock(rules: history, epoch: epoch)
+        self.history = HistoryClock(rules: history, epoch: epoch, shared: sharedHistory)
         let history = self.history
         var shards: [LoopShard] = []
         var byLoop: [ObjectIdentifier: LoopShard] = [:]
         for loop in eventLoopGroup.makeIterator() {
-            let shard = LoopShard(eventLoop: loop, counters: counters, history: history, flushInterval: flushInterval)
+            let shard = LoopShard(eventLoop: loop, counters: counters, history: history, variants: variants, flushInterval: flushInterval)
             shards.append(shard)
             byLoop[ObjectIdentifier(loop)] = shard
         }
@@ -50,6 +51,36 @@ public final class Kernel: Sendable {
 
     /// This instance's history epoch (positions of another epoch cannot be resumed).
     public var epoch: String { history.epoch }
+
+    /// Whether positions come from a shared store (``SharedHistoryStore``) rather than from
+    /// this kernel: with `cluster:`, history topics travel through Redis, which numbers them.
+    public var historyIsShared: Bool { history.shared }
+
+    /// Whether events of `topic` get positions (a history rule covers it).
+    public func keepsHistory(of topic: String) -> Bool {
+        !history.rules.isEmpty && history.policy(for: topic, retain: false)?.stamped == true
+    }
+
+    /// A new random epoch (12 characters of [0-9a-z]).
+    public static func randomEpoch() -> String { HistoryClock.randomEpoch() }
+
+    /// How many events of `topic` are kept and for how long (nil: no history).
+    public func historyLimits(of topic: String) -> (size: Int, ttlNanoseconds: Int64)? {
+        guard let policy = history.policy(for: topic, retain: false), policy.stamped else { return nil }
+        return (policy.size, policy.ttlNanoseconds)
+    }
+
+    /// The shared store's epoch, learned at connect and from every stamped event.
+    public func adoptEpoch(_ epoch: String) {
+        history.adopt(epoch: epoch)
+    }
+
+    /// Where a resume that this instance's loops cannot serve from memory is looked up
+    /// (set by the server once the cluster bus exists).
+    public var sharedHistoryStore: (any SharedHistoryStore)? {
+        get { history.store.withLockedValue { $0 } }
+        set { history.store.withLockedValue { $0 = newValue } }
+    }
 
     /// Routes `event` to its subscribers on all loops. Safe from any thread; returns at once.
     ///
@@ -82,6 +113,19 @@ public final class Kernel: Sendable {
         }
         guard policy.stamped else {
             history.withLock { deliver(event, policy) }
+            return
+        }
+        if history.shared {
+            // Numbered by the shared store: keep the event at its position. Without one (the
+            // store was unreachable) it is delivered live, not kept.
+            history.withLock {
+                if let epoch = event.position?.epoch {
+                    if epoch != history.epoch { history.adopt(epoch: epoch) }
+                    deliver(event, policy)
+                } else {
+                    deliver(event, policy.replaysLatest ? .retainOnly : nil)
+                }
+            }
             return
         }
         history.withNextPosition(for: event.topic) { position in

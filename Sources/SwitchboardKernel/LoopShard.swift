@@ -43,6 +43,7 @@ public final class LoopShard: @unchecked Sendable {
     public static let maximumRetainedTopics = HistoryClock.maximumTopics
     private let counters: KernelCounters
     private let history: HistoryClock
+    private let variants: VariantTable
     /// zlib state for messages that stand alone (no context takeover), shared by every
     /// connection on this loop: a client's compressed messages and a shared-mode
     /// connection's own replies need no zlib state per connection. Created on first use.
@@ -62,10 +63,11 @@ public final class LoopShard: @unchecked Sendable {
         return ArrivalReservation(shard: self)
     }
 
-    init(eventLoop: any EventLoop, counters: KernelCounters, history: HistoryClock, flushInterval: TimeAmount = .zero) {
+    init(eventLoop: any EventLoop, counters: KernelCounters, history: HistoryClock, variants: VariantTable, flushInterval: TimeAmount = .zero) {
         self.eventLoop = eventLoop
         self.counters = counters
         self.history = history
+        self.variants = variants
         self.flushInterval = max(0, flushInterval.nanoseconds)
     }
 
@@ -187,17 +189,61 @@ public final class LoopShard: @unchecked Sendable {
             guard since.epoch == history.epoch else {
                 return HistoryReplay(history: SubscriptionHistory(position: position, recovered: false))
             }
+            // Shared history: what this loop's memory cannot serve, the store may.
+            let canFetch = history.sharedStore != nil
             if since.offset > latest {
+                if canFetch { return HistoryReplay(needsFetch: true) }
                 if allowLoopBehind && since.offset <= history.latestOffset(of: topic) { return HistoryReplay(loopIsBehind: true) }
                 return HistoryReplay(history: SubscriptionHistory(position: position, recovered: false))
             }
             guard let missed = log?.after(since.offset) ?? (since.offset == latest ? [] : nil) else {
+                if canFetch { return HistoryReplay(needsFetch: true) }
                 return HistoryReplay(history: SubscriptionHistory(position: position, recovered: false))
             }
             return HistoryReplay(history: SubscriptionHistory(position: position, recovered: true, replayed: missed.count), events: missed)
         }
         let events = log?.newest(count) ?? []
         return HistoryReplay(history: SubscriptionHistory(position: position, replayed: events.count), events: events)
+    }
+
+    /// The store that serves resumes with shared history (nil otherwise).
+    public var sharedHistoryStore: (any SharedHistoryStore)? { history.sharedStore }
+
+    /// Most events a resume of `topic` may need (its history size).
+    public func historySize(of topic: String) -> Int {
+        logs[topic]?.policy.size ?? history.policy(for: topic, retain: false)?.size ?? 1
+    }
+
+    /// A resume of `topic` after `since` from a page of the shared store (nil: the store
+    /// could not be reached), merged with what this loop has kept since the page was read.
+    /// Returns the replay and the subscriber's floor for the topic: live events up to it
+    /// are already in the replay (or older than the page) and must be skipped; they may
+    /// still be on their way over the bus.
+    ///
+    /// Call it, subscribe and send the events in one loop tick.
+    public func resume(_ topic: String, since: StreamPosition, page: SharedHistoryPage?) -> (replay: HistoryReplay, floor: Int64?) {
+        eventLoop.preconditionInEventLoop()
+        let log = logs[topic]
+        let local = log?.latestOffset ?? 0
+        guard let page, page.epoch == since.epoch, since.offset <= max(page.latest, local) else {
+            let position = StreamPosition(epoch: page?.epoch ?? history.epoch, offset: max(page?.latest ?? 0, local))
+            return (HistoryReplay(history: SubscriptionHistory(position: position, recovered: false)), nil)
+        }
+        let failed = (HistoryReplay(history: SubscriptionHistory(position: StreamPosition(epoch: page.epoch, offset: max(page.latest, local)), recovered: false)), Int64?.none)
+        // The page must start right after `since` (else the store trimmed what followed).
+        let fetched = page.events.filter { ($0.position?.offset ?? 0) > since.offset }
+        if let first = fetched.first?.position?.offset, first - 1 != since.offset { return failed }
+        if fetched.isEmpty && page.latest > since.offset && local <= since.offset { return failed }
+        var lastFetched = fetched.last?.position?.offset ?? since.offset
+        var events = fetched.map { PreparedEvent(event: $0, table: variants, counters: counters) }
+        // What this loop kept after the page: must follow it without a hole.
+        if let log, local > lastFetched {
+            guard let tail = log.after(lastFetched) else { return failed }
+            events += tail
+            lastFetched = local
+        }
+        let position = StreamPosition(epoch: page.epoch, offset: max(page.latest, lastFetched))
+        return (HistoryReplay(history: SubscriptionHistory(position: position, recovered: true, replayed: events.count), events: events), lastFetched)
     }
 
     /// Sends kept events to one subscriber (a replay), oldest first; returns how many it took.

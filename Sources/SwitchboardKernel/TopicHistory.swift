@@ -38,17 +38,35 @@ struct KeepPolicy: Sendable, Equatable {
 /// same lock, so each loop sees a topic's events in offset order whichever thread
 /// published them.
 final class HistoryClock: Sendable {
-    /// This history's epoch: random per start, since in-memory history does not survive one.
-    let epoch: String
+    /// This history's epoch: random per start, since in-memory history does not survive
+    /// one; with shared history, the epoch kept in Redis (``adopt(epoch:)``).
+    var epoch: String { currentEpoch.withLockedValue { $0 } }
+    private let currentEpoch: NIOLockedValueBox<String>
     let rules: [HistoryRule]
+    /// Positions come from a shared store (Redis, with `cluster:`), not from this clock:
+    /// events arrive stamped, and events without a position are delivered but not kept.
+    let shared: Bool
     private let offsets = NIOLockedValueBox<[String: Int64]>([:])
+    /// With `shared`: where resumes the loops cannot serve from memory are looked up.
+    let store = NIOLockedValueBox<(any SharedHistoryStore)?>(nil)
     /// Topics with history at most; a new topic past this is delivered live but not kept
     /// (``KernelCounters/historyTopicsRefused``).
     static let maximumTopics = 10_000
 
-    init(rules: [HistoryRule], epoch: String? = nil) {
+    init(rules: [HistoryRule], epoch: String? = nil, shared: Bool = false) {
         self.rules = rules
-        self.epoch = epoch ?? Self.randomEpoch()
+        self.currentEpoch = NIOLockedValueBox(epoch ?? Self.randomEpoch())
+        self.shared = shared
+    }
+
+    /// The store serving resumes, with shared history once it is set.
+    var sharedStore: (any SharedHistoryStore)? {
+        shared ? store.withLockedValue { $0 } : nil
+    }
+
+    /// The shared store's epoch (read at connect, and carried by every stamped event).
+    func adopt(epoch: String) {
+        currentEpoch.withLockedValue { $0 = epoch }
     }
 
     static func randomEpoch() -> String {
@@ -152,10 +170,37 @@ public struct HistoryReplay {
     /// The client's `since` is ahead of what this loop has delivered (it saw the event on
     /// another loop, which got there first): ask again after the loop's queued deliveries.
     public var loopIsBehind: Bool
+    /// With shared history: this loop's memory does not reach back to `since`; ask the
+    /// ``LoopShard/sharedHistoryStore`` and call ``LoopShard/resume(_:since:page:)``.
+    public var needsFetch: Bool
 
-    init(history: SubscriptionHistory? = nil, events: [PreparedEvent] = [], loopIsBehind: Bool = false) {
+    init(history: SubscriptionHistory? = nil, events: [PreparedEvent] = [], loopIsBehind: Bool = false, needsFetch: Bool = false) {
         self.history = history
         self.events = events
         self.loopIsBehind = loopIsBehind
+        self.needsFetch = needsFetch
+    }
+}
+
+/// History kept outside the process (Redis Streams, with `cluster:`), so that a client can
+/// resume on any instance.
+public protocol SharedHistoryStore: Sendable {
+    /// The events of `topic` after `offset`, oldest first, at most `limit`, with the store's
+    /// current epoch and the topic's newest offset.
+    func events(of topic: String, after offset: Int64, limit: Int) async throws -> SharedHistoryPage
+}
+
+/// One answer of a ``SharedHistoryStore``.
+public struct SharedHistoryPage: Sendable {
+    public var epoch: String
+    /// The topic's newest offset in the store (0 before its first event).
+    public var latest: Int64
+    /// Stamped events after the asked offset, oldest first.
+    public var events: [Event]
+
+    public init(epoch: String, latest: Int64, events: [Event]) {
+        self.epoch = epoch
+        self.latest = latest
+        self.events = events
     }
 }

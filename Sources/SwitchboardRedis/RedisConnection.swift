@@ -186,6 +186,18 @@ public final class RedisConnection: Sendable {
         channel.writeAndFlush(RedisOutbound(bytes: buffer, replies: [promise]), promise: nil)
     }
 
+    /// Sends a command without waiting; `completion` gets its reply (nil when the connection
+    /// failed first), on the connection's event loop. Commands stay in order with the others.
+    public func send(_ arguments: [RESPArgument], completion: @escaping @Sendable (RESPValue?) -> Void) {
+        var buffer = channel.allocator.buffer(capacity: 64)
+        RESPCommand.write(arguments, into: &buffer)
+        let promise = channel.eventLoop.makePromise(of: RESPValue.self)
+        promise.futureResult.whenComplete { result in completion(try? result.get()) }
+        let written = channel.eventLoop.makePromise(of: Void.self)
+        written.futureResult.whenFailure { _ in promise.fail(RedisError.connectionClosed) }
+        channel.writeAndFlush(RedisOutbound(bytes: buffer, replies: [promise]), promise: written)
+    }
+
     /// Sends a command whose answers arrive as pushes (SUBSCRIBE, PSUBSCRIBE, and PING
     /// while subscribed); from then on unmatched replies go to `onPush`.
     public func sendWithoutReply(_ arguments: [RESPArgument]) {

@@ -21,6 +21,9 @@ final class ClusterBus: Sendable {
     private let kernel: Kernel
     private let logger: Logger
     private let publisher = NIOLockedValueBox(PublisherState())
+    /// Commands with replies (history reads), apart from the publisher's stream of PUBLISHes.
+    private let reader = NIOLockedValueBox<RedisConnection?>(nil)
+    let historyFailures = NIOLockedValueBox(0)
     let sent = NIOLockedValueBox(0)
     let unsent = NIOLockedValueBox(0)
     let received = NIOLockedValueBox(0)
@@ -41,6 +44,76 @@ final class ClusterBus: Sendable {
     }
 
     // MARK: outgoing
+
+    /// Hands a locally emitted event to the cluster. Returns `true` when the bus delivers it
+    /// here as well: events of topics with history go through Redis, which gives them their
+    /// position, and come back to every instance (this one included) in one order.
+    func route(_ event: Event, retain: Bool) -> Bool {
+        if kernel.historyIsShared, let limits = kernel.historyLimits(of: event.topic) {
+            return publishWithHistory(event, retain: retain, size: limits.size, ttlNanoseconds: limits.ttlNanoseconds)
+        }
+        forward(event, retain: retain)
+        return false
+    }
+
+    /// Numbers, keeps and publishes an event of a history topic in one Redis script:
+    /// `INCR` of the topic's offset, `XADD` to its stream (`MAXLEN ~ size`, id `<offset>-1`),
+    /// `PUBLISH` with the position. Every instance, this one too, delivers it from the bus.
+    /// `false` (deliver it here yourself, live and without a position) when Redis is not
+    /// reachable.
+    func publishWithHistory(_ event: Event, retain: Bool, size: Int, ttlNanoseconds: Int64) -> Bool {
+        let connection: RedisConnection? = publisher.withLockedValue { state in
+            if let connection = state.connection, connection.channel.isActive { return connection }
+            state.connection = nil
+            return nil
+        }
+        guard let connection else {
+            unsent.withLockedValue { $0 += 1 }
+            connectPublisher()
+            return false
+        }
+        let object = Self.encode(event, retain: retain, origin: instance, history: true)
+        var payload = ByteBuffer()
+        JSONWriter.write(object, into: &payload)
+        let keys = historyKeys(event.topic)
+        let arguments: [RESPArgument] = [
+            "EVAL", .string(Self.publishScript), "3", .string(keys.epoch), .string(keys.offset), .string(keys.stream),
+            .string(configuration.channel), .bytes(Array(payload.readableBytesView)), .string(String(max(1, size))),
+            .string(Kernel.randomEpoch()), .string(String(ttlNanoseconds / 1_000_000)),
+        ]
+        let kernel = self.kernel
+        let logger = self.logger
+        let failures = historyFailures
+        connection.send(arguments) { reply in
+            guard case .integer? = reply else {
+                // Not numbered (Redis went away mid-way, or refused): deliver it here, live.
+                failures.withLockedValue { $0 += 1 }
+                logger.warning("history: Redis did not number an event; delivered here without a position", metadata: ["topic": "\(event.topic)", "reply": "\(reply.map { "\($0)" } ?? "none")"])
+                kernel.publish(event, retain: retain)
+                return
+            }
+        }
+        sent.withLockedValue { $0 += 1 }
+        return true
+    }
+
+    /// KEYS: epoch, offset, stream. ARGV: channel, the event's JSON object, size, a new
+    /// epoch (used when Redis has none: its history was lost or never existed), TTL in ms.
+    static let publishScript = """
+        local epoch = redis.call('GET', KEYS[1])
+        if not epoch then epoch = ARGV[4]; redis.call('SET', KEYS[1], epoch) end
+        local offset = redis.call('INCR', KEYS[2])
+        local message = '{"position":{"epoch":' .. cjson.encode(epoch) .. ',"offset":' .. offset .. '},' .. string.sub(ARGV[2], 2)
+        redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], offset .. '-1', 'e', message)
+        if tonumber(ARGV[5]) > 0 then redis.call('PEXPIRE', KEYS[3], ARGV[5]) end
+        redis.call('PUBLISH', ARGV[1], message)
+        return offset
+        """
+
+    /// The Redis keys of a topic's history, under the cluster channel's name.
+    func historyKeys(_ topic: String) -> (epoch: String, offset: String, stream: String) {
+        ("\(configuration.channel):epoch", "\(configuration.channel):offset:\(topic)", "\(configuration.channel):history:\(topic)")
+    }
 
     /// Hands a locally emitted event to the other instances.
     func forward(_ event: Event, retain: Bool) {
@@ -82,7 +155,7 @@ final class ClusterBus: Sendable {
         }
     }
 
-    static func encode(_ event: Event, retain: Bool, origin: String) -> JSONValue {
+    static func encode(_ event: Event, retain: Bool, origin: String, history: Bool = false) -> JSONValue {
         var object = JSONObject([
             ("origin", .string(origin)),
             ("topic", .string(event.topic)),
@@ -93,18 +166,27 @@ final class ClusterBus: Sendable {
         if let id = event.id { object["id"] = .string(id) }
         if event.shape != .envelope { object["shape"] = .string(event.shape.rawValue) }
         if retain { object["retain"] = .bool(true) }
+        // Numbered by Redis on its way: every instance delivers it, the sender too.
+        if history { object["h"] = .bool(true) }
         return .object(object)
     }
 
-    /// The event and its retain flag, or `nil` for our own or malformed messages.
+    /// The event and its retain flag, or `nil` for our own (unless numbered by Redis, which
+    /// every instance delivers from the bus) or malformed messages.
     static func decode(_ payload: [UInt8], ignoringOrigin own: String) -> (Event, Bool)? {
         guard case .object(let object)? = try? JSONParser.parse(payload),
-            let origin = object["origin"]?.stringValue, origin != own,
+            let origin = object["origin"]?.stringValue,
             let topic = object["topic"]?.stringValue, let type = object["type"]?.stringValue,
             let data = object["data"]
         else { return nil }
+        let position = object["position"].flatMap(StreamPosition.init(json:))
+        let numbered = object["h"] == .bool(true) && position != nil
+        guard origin != own || numbered else { return nil }
         let shape = object["shape"]?.stringValue.flatMap(EventShape.init(rawValue:)) ?? .envelope
-        let event = Event(topic: topic, type: type, data: data, id: object["id"]?.stringValue, timestamp: object["timestamp"]?.intValue, shape: shape)
+        let event = Event(
+            topic: topic, type: type, data: data, id: object["id"]?.stringValue, timestamp: object["timestamp"]?.intValue, shape: shape,
+            position: numbered ? position : nil
+        )
         return (event, object["retain"] == .bool(true))
     }
 
@@ -130,7 +212,63 @@ final class ClusterBus: Sendable {
             "sent": .int(Int64(sent.withLockedValue { $0 })),
             "unsent": .int(Int64(unsent.withLockedValue { $0 })),
             "received": .int(Int64(received.withLockedValue { $0 })),
+            "history_failures": .int(Int64(historyFailures.withLockedValue { $0 })),
         ]
+    }
+
+    /// Reads (or, when Redis has none, sets) the history epoch and hands it to the kernel,
+    /// so that replies carry Redis's epoch before the first event arrives.
+    func adoptEpoch(using connection: RedisConnection) async throws {
+        guard kernel.historyIsShared else { return }
+        let key = historyKeys("").epoch
+        _ = try await connection.send(["SET", .string(key), .string(Kernel.randomEpoch()), "NX"])
+        if case .bulkString(let bytes) = try await connection.send(["GET", .string(key)]) {
+            kernel.adoptEpoch(String(decoding: bytes, as: UTF8.self))
+        }
+    }
+}
+
+extension ClusterBus: SharedHistoryStore {
+    /// `XRANGE <channel>:history:<topic> (<offset>-1 + COUNT limit`, with the epoch and
+    /// the topic's newest offset, in one round trip on the reading connection.
+    func events(of topic: String, after offset: Int64, limit: Int) async throws -> SharedHistoryPage {
+        let connection = try await readerConnection()
+        let keys = historyKeys(topic)
+        let replies: [RESPValue]
+        do {
+            replies = try await connection.sendPipelined(
+                [
+                    ["GET", .string(keys.epoch)], ["GET", .string(keys.offset)],
+                    ["XRANGE", .string(keys.stream), .string("(\(offset)-1"), "+", "COUNT", .string(String(max(1, limit)))],
+                ],
+                timeout: .seconds(2)
+            )
+        } catch {
+            reader.withLockedValue { $0 = nil }
+            throw error
+        }
+        guard replies.count == 3, case .bulkString(let epochBytes) = replies[0] else { throw RedisError.connectionClosed }
+        let epoch = String(decoding: epochBytes, as: UTF8.self)
+        var latest: Int64 = 0
+        if case .bulkString(let bytes) = replies[1] { latest = Int64(String(decoding: bytes, as: UTF8.self)) ?? 0 }
+        var events: [Event] = []
+        if case .array(let entries) = replies[2] {
+            for entry in entries {
+                guard case .array(let parts) = entry, parts.count == 2, case .array(let fields) = parts[1], fields.count >= 2,
+                    case .bulkString(let payload) = fields[1], let (event, _) = Self.decode(payload, ignoringOrigin: ""),
+                    event.position?.epoch == epoch
+                else { continue }
+                events.append(event)
+            }
+        }
+        return SharedHistoryPage(epoch: epoch, latest: latest, events: events)
+    }
+
+    private func readerConnection() async throws -> RedisConnection {
+        if let connection = reader.withLockedValue({ $0 }), connection.channel.isActive { return connection }
+        let connection = try await RedisConnection.connect(to: configuration.redis)
+        reader.withLockedValue { $0 = connection }
+        return connection
     }
 }
 
@@ -146,6 +284,9 @@ private struct BusSubscriber: EventSource {
         let subscription = try await RedisSubscription.open(to: bus.configuration.redis, channels: [bus.configuration.channel]) { _, payload in
             bus.deliver(payload)
         }
+        let commands = try await RedisConnection.connect(to: bus.configuration.redis)
+        try await bus.adoptEpoch(using: commands)
+        commands.close()
         report(.connected)
         bus.connectPublisher()
         try await subscription.watch(pingInterval: .seconds(5))

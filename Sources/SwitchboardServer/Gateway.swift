@@ -49,11 +49,11 @@ public final class Gateway: Sendable {
         // Sources are built before the bus exists (the bus needs the kernel), so their
         // forwarding goes through a box filled right after.
         let busBox = NIOLockedValueBox<ClusterBus?>(nil)
-        var forward: (@Sendable (Event, Bool) -> Void)?
+        var forward: (@Sendable (Event, Bool) -> Bool)?
         if configuration.cluster != nil {
             forward = { event, retain in
-                let bus = busBox.withLockedValue { $0 }
-                bus?.forward(event, retain: retain)
+                guard let bus = busBox.withLockedValue({ $0 }) else { return false }
+                return bus.route(event, retain: retain)
             }
         }
         let assembly = try await GatewayAssembly.assemble(
@@ -68,6 +68,7 @@ public final class Gateway: Sendable {
         if let cluster = configuration.cluster {
             let created = ClusterBus(configuration: cluster, kernel: assembly.kernel, logger: logger)
             busBox.withLockedValue { $0 = created }
+            if assembly.kernel.historyIsShared { assembly.kernel.sharedHistoryStore = created }
             bus = created
             let supervisor = assembly.supervisor
             sources = sources.map { entry in

@@ -174,6 +174,8 @@ final class SSEStream: Subscriber, @unchecked Sendable {
     private let continuation: AsyncStream<ByteBuffer>.Continuation
     private let logger: Logger
     private var gathered: ByteBuffer?
+    /// Topics resumed from the shared store: live events up to the offset are skipped.
+    private var resumeFloors: [String: Int64] = [:]
     private var started = false
     private var ended = false
     private var heartbeat: RepeatedTask?
@@ -199,10 +201,12 @@ final class SSEStream: Subscriber, @unchecked Sendable {
     /// and what its history replays: with a `Last-Event-ID` of this epoch, each exact topic
     /// resumes after its offset; otherwise retained events as usual. One loop tick, so
     /// nothing falls between the replay and live events.
-    func start(lastEventID: PositionVector?, allowLoopBehind: Bool = true) {
+    func start(lastEventID: PositionVector?, allowLoopBehind: Bool = true, pages: [String: SharedHistoryPage]? = nil) {
         guard !ended, !started else { return }
         let resume = lastEventID.flatMap { $0.offsets.count == exactTopics.count ? $0 : nil }
         var replays: [(TopicPattern, HistoryReplay)] = []
+        var floors: [String: Int64] = [:]
+        var fetches: [(topic: String, since: StreamPosition)] = []
         var exactIndex = 0
         for pattern in patterns {
             var options = SubscribeOptions()
@@ -210,14 +214,35 @@ final class SSEStream: Subscriber, @unchecked Sendable {
                 if let resume { options.since = StreamPosition(epoch: resume.epoch, offset: resume.offsets[exactIndex]) }
                 exactIndex += 1
             }
-            let replay = shard.replay(for: pattern, options: options, allowLoopBehind: allowLoopBehind)
+            var replay = shard.replay(for: pattern, options: options, allowLoopBehind: allowLoopBehind)
             if replay.loopIsBehind {
                 // The client saw an event this loop has not delivered yet: look again after
                 // the loop's queued deliveries.
-                shard.eventLoop.execute { self.start(lastEventID: lastEventID, allowLoopBehind: false) }
+                shard.eventLoop.execute { self.start(lastEventID: lastEventID, allowLoopBehind: false, pages: pages) }
                 return
             }
+            if replay.needsFetch, let since = options.since {
+                guard let pages else {
+                    fetches.append((pattern.text, since))
+                    continue
+                }
+                let resumed = shard.resume(pattern.text, since: since, page: pages[pattern.text])
+                replay = resumed.replay
+                if let floor = resumed.floor { floors[pattern.text] = floor }
+            }
             replays.append((pattern, replay))
+        }
+        if !fetches.isEmpty, let store = shard.sharedHistoryStore {
+            // Memory does not reach back: read the shared store off the loop, then start.
+            let limits = fetches.map { shard.historySize(of: $0.topic) }  // on the loop
+            shard.eventLoop.makeFutureWithTask { () async -> [String: SharedHistoryPage] in
+                var pages: [String: SharedHistoryPage] = [:]
+                for (fetch, limit) in zip(fetches, limits) {
+                    pages[fetch.topic] = try? await store.events(of: fetch.topic, after: fetch.since.offset, limit: limit)
+                }
+                return pages
+            }.whenSuccess { pages in self.start(lastEventID: lastEventID, allowLoopBehind: false, pages: pages) }
+            return
         }
         started = true
         runtime.connections.add(1, ordering: .relaxed)
@@ -232,6 +257,8 @@ final class SSEStream: Subscriber, @unchecked Sendable {
             append(reply)
             shard.send(replay.events, to: self)
         }
+        // After the replays, which the floors would otherwise filter.
+        resumeFloors = floors
         shard.needsFlush(self)
         let interval = runtime.pipeline.heartbeatInterval
         if interval > .zero {
@@ -251,6 +278,10 @@ final class SSEStream: Subscriber, @unchecked Sendable {
 
     func enqueue(_ frame: ByteBuffer, of event: PreparedEvent) -> Bool {
         guard !ended else { return false }
+        if !resumeFloors.isEmpty, let position = event.event.position, let floor = resumeFloors[event.event.topic] {
+            if position.offset <= floor { return true }  // in the replay from the shared store
+            resumeFloors[event.event.topic] = nil
+        }
         if let position = event.event.position, position.epoch == vector.epoch, let index = exactTopics.firstIndex(of: event.event.topic) {
             vector.offsets[index] = position.offset
             var id = ByteBuffer()

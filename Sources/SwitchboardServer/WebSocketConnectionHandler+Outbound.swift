@@ -12,7 +12,12 @@ extension WebSocketConnectionHandler {
     // MARK: Subscriber
 
     public func enqueue(_ frame: ByteBuffer, of event: PreparedEvent) -> Bool {
-        enqueueFrame(frame, event: event)
+        if !resumeFloors.isEmpty, let position = event.event.position, let floor = resumeFloors[event.event.topic] {
+            // Already replayed from the shared store (or older than its page).
+            if position.offset <= floor { return true }
+            resumeFloors[event.event.topic] = nil
+        }
+        return enqueueFrame(frame, event: event)
     }
 
     /// Dedicated compression keeps a per-connection context (RFC 7692 context takeover):

@@ -53,6 +53,9 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber 
     var readPending = false
     /// Whether this connection already logged that its policy dropped frames.
     var loggedDrops = false
+    /// Topics resumed from the shared history store: live events up to this offset were
+    /// in the replay (or precede it) and are skipped. Empty almost always.
+    var resumeFloors: [String: Int64] = [:]
     /// Bytes NIO held for the socket at the last heartbeat tick while it was not writable.
     var bufferedAtLastTick = Int.max
 
@@ -312,6 +315,10 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber 
     /// event on a faster loop) is looked up again after the loop's queued deliveries.
     private func join(_ pattern: TopicPattern, reply text: String, options: SubscribeOptions, allowLoopBehind: Bool) {
         let replay = shard.replay(for: pattern, options: options, allowLoopBehind: allowLoopBehind)
+        if replay.needsFetch, let since = options.since, let store = shard.sharedHistoryStore, let context {
+            fetchAndJoin(pattern, reply: text, since: since, store: store, on: context.eventLoop)
+            return
+        }
         if replay.loopIsBehind, let context {
             let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
             context.eventLoop.execute {
@@ -326,6 +333,25 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber 
         guard shard.subscribe(pattern, self) else { return }
         reply(.subscribed(text, replay.history))
         shard.send(replay.events, to: self)
+    }
+
+    /// A resume this loop's memory cannot serve: read the shared store (Redis) off the
+    /// loop, then merge its page with what the loop kept meanwhile, subscribe, reply and
+    /// replay in one tick; live events the replay already holds are skipped by the floor.
+    private func fetchAndJoin(_ pattern: TopicPattern, reply text: String, since: StreamPosition, store: any SharedHistoryStore, on loop: any EventLoop) {
+        let handler = NIOLoopBound(self, eventLoop: loop)
+        let topic = pattern.text
+        let limit = shard.historySize(of: topic)
+        loop.makeFutureWithTask { try await store.events(of: topic, after: since.offset, limit: limit) }.whenComplete { result in
+            let handler = handler.value
+            guard handler.registered, handler.inbound.isOpen, handler.session.subscriptions.contains(pattern) else { return }
+            let (replay, floor) = handler.shard.resume(topic, since: since, page: try? result.get())
+            guard handler.shard.subscribe(pattern, handler) else { return }
+            handler.reply(.subscribed(text, replay.history))
+            handler.shard.send(replay.events, to: handler)
+            // After the replay, which the floor would otherwise filter.
+            if let floor { handler.resumeFloors[topic] = floor }
+        }
     }
 
     // MARK: credential expiry and refresh
