@@ -167,3 +167,23 @@ import Testing
         return offset
     }
 }
+
+/// Positions read from clients: hostile text never traps and is refused as a whole.
+@Suite struct StreamPositionParsingTests {
+    @Test func eventIDsAndJSONPositions() {
+        #expect(StreamPosition(eventID: "k3x9:41") == StreamPosition(epoch: "k3x9", offset: 41))
+        for bad in ["", ":", "e:", ":5", "e:-1", "e:1.5", "e:99999999999999999999", "e:9223372036854775808", String(repeating: "x", count: 70) + ":1", "e:٣"] {
+            #expect(StreamPosition(eventID: bad) == nil, "\(bad)")
+        }
+        #expect(StreamPosition(json: ["epoch": "e", "offset": 3]) == StreamPosition(epoch: "e", offset: 3))
+        for bad: JSONValue in [["epoch": "e", "offset": -1], ["epoch": "e", "offset": 1.5], ["epoch": 5, "offset": 1], ["epoch": "", "offset": 1], .string("e:1"), .null] {
+            #expect(StreamPosition(json: bad) == nil, "\(bad)")
+        }
+        var random = SeededRandom.forTest("event ids")
+        for _ in 0..<10_000 {
+            let length = Int(random.next(upperBound: UInt64(40)))
+            let bytes = (0..<length).map { _ in [UInt8(ascii: ":"), UInt8(ascii: "9"), UInt8(ascii: "0"), UInt8(ascii: ","), UInt8(ascii: "e"), 0xC3, 0xA9][Int(random.next(upperBound: UInt64(7)))] }
+            if let position = StreamPosition(eventID: String(decoding: bytes, as: UTF8.self)) { #expect(position.offset >= 0) }
+        }
+    }
+}

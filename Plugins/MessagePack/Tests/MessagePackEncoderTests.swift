@@ -25,6 +25,21 @@ import Testing
         #expect(buffer.getInteger(at: 0, as: UInt8.self) == 0x85)
     }
 
+    @Test func positionIsAMapAfterTheTopic() {
+        var buffer = ByteBuffer()
+        let position = StreamPosition(epoch: "e1", offset: 41)
+        encoder.encode(Event(topic: "t", type: "x", data: nil, timestamp: 1, position: position), into: &buffer)
+        let expected: [UInt8] = [0x85, 0xA4] + Array("type".utf8) + [0xA1] + Array("x".utf8)
+            + [0xA5] + Array("topic".utf8) + [0xA1] + Array("t".utf8)
+            + [0xA8] + Array("position".utf8) + [0x82, 0xA5] + Array("epoch".utf8) + [0xA2] + Array("e1".utf8)
+            + [0xA6] + Array("offset".utf8) + [0x29]
+        #expect(Array(buffer.readableBytesView.prefix(expected.count)) == expected)
+        // And a client's `since` in MessagePack reads back as the same position.
+        let since: [UInt8] = [0x83, 0xA4] + Array("type".utf8) + [0xA9] + Array("subscribe".utf8) + [0xA4] + Array("data".utf8) + [0xA1] + Array("t".utf8)
+            + [0xA5] + Array("since".utf8) + [0x82, 0xA5] + Array("epoch".utf8) + [0xA2] + Array("e1".utf8) + [0xA6] + Array("offset".utf8) + [0x29]
+        #expect(pack(since) == .success(.subscribe("t", SubscribeOptions(since: position))))
+    }
+
     func pack(_ bytes: [UInt8]) -> Result<ClientMessage, ClientMessageError> {
         encoder.decode(ByteBuffer(bytes: bytes))
     }
