@@ -118,11 +118,14 @@ public final class Kernel: Sendable {
         if history.shared {
             // Numbered by the shared store: keep the event at its position. Without one (the
             // store was unreachable) it is delivered live, not kept.
-            history.withLock {
-                if let epoch = event.position?.epoch {
-                    if epoch != history.epoch { history.adopt(epoch: epoch) }
+            history.withSharedAdmission(of: event.topic, offset: event.position?.offset) { admitted in
+                if admitted, let position = event.position {
+                    if position.epoch != history.epoch { history.adopt(epoch: position.epoch) }
                     deliver(event, policy)
                 } else {
+                    if event.position != nil { counters.historyTopicsRefused.add(1, ordering: .relaxed) }
+                    var event = event
+                    event.position = nil
                     deliver(event, policy.replaysLatest ? .retainOnly : nil)
                 }
             }

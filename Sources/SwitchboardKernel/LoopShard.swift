@@ -233,16 +233,18 @@ public final class LoopShard: @unchecked Sendable {
         // The page must start right after `since` (else the store trimmed what followed).
         let fetched = page.events.filter { ($0.position?.offset ?? 0) > since.offset }
         if let first = fetched.first?.position?.offset, first - 1 != since.offset { return failed }
-        if fetched.isEmpty && page.latest > since.offset && local <= since.offset { return failed }
         var lastFetched = fetched.last?.position?.offset ?? since.offset
         var events = fetched.map { PreparedEvent(event: $0, table: variants, counters: counters) }
         // What this loop kept after the page: must follow it without a hole.
-        if let log, local > lastFetched {
+        if let log, local > lastFetched, log.events.first?.event.event.position?.epoch == page.epoch {
             guard let tail = log.after(lastFetched) else { return failed }
             events += tail
             lastFetched = local
         }
-        let position = StreamPosition(epoch: page.epoch, offset: max(page.latest, lastFetched))
+        // Everything up to the store's newest offset when it was read must be here: a page
+        // cut short (COUNT) with nothing in memory after it would leave a hole.
+        if lastFetched < page.latest { return failed }
+        let position = StreamPosition(epoch: page.epoch, offset: lastFetched)
         return (HistoryReplay(history: SubscriptionHistory(position: position, recovered: true, replayed: events.count), events: events), lastFetched)
     }
 

@@ -103,6 +103,16 @@ final class HistoryClock: Sendable {
         }
     }
 
+    /// With shared history: runs `body` under the offset lock with whether `topic` may be
+    /// kept at `offset` (the 10,000-topic cap, as for local history; nil offset: no).
+    func withSharedAdmission<Result>(of topic: String, offset: Int64?, _ body: (Bool) -> Result) -> Result {
+        offsets.withLockedValue { offsets in
+            guard let offset, offsets[topic] != nil || offsets.count < Self.maximumTopics else { return body(false) }
+            offsets[topic] = max(offsets[topic] ?? 0, offset)
+            return body(true)
+        }
+    }
+
     /// Runs `body` under the offset lock (events without positions keep their order too).
     func withLock<Result>(_ body: () -> Result) -> Result {
         offsets.withLockedValue { _ in body() }
@@ -132,7 +142,17 @@ struct TopicLog {
     init(policy: KeepPolicy) { self.policy = policy }
 
     mutating func append(_ event: PreparedEvent, now: UInt64) {
-        if let offset = event.event.position?.offset { latestOffset = offset }
+        if let position = event.event.position {
+            // Kept events are always one unbroken run: after a hole (events this loop never
+            // got, e.g. while the cluster bus was down) or a new epoch, the older ones can no
+            // longer serve a resume across it, so they go (a resume then asks the store).
+            if let newest = events.last?.event.event.position,
+                newest.epoch != position.epoch || newest.offset + 1 != position.offset
+            {
+                events.removeAll()
+            }
+            latestOffset = position.offset
+        }
         events.append((event, now))
         while events.count > policy.size { events.removeFirst() }
         expire(now: now)

@@ -188,11 +188,18 @@ public final class RedisConnection: Sendable {
 
     /// Sends a command without waiting; `completion` gets its reply (nil when the connection
     /// failed first), on the connection's event loop. Commands stay in order with the others.
-    public func send(_ arguments: [RESPArgument], completion: @escaping @Sendable (RESPValue?) -> Void) {
+    public func send(_ arguments: [RESPArgument], timeout: TimeAmount, completion: @escaping @Sendable (RESPValue?) -> Void) {
         var buffer = channel.allocator.buffer(capacity: 64)
         RESPCommand.write(arguments, into: &buffer)
+        let channel = self.channel
         let promise = channel.eventLoop.makePromise(of: RESPValue.self)
-        promise.futureResult.whenComplete { result in completion(try? result.get()) }
+        // A Redis that does not answer in time is stuck: the connection is closed and every
+        // waiting command fails.
+        let deadline = channel.eventLoop.scheduleTask(in: timeout) { channel.pipeline.fireUserInboundEventTriggered(RedisTimedOut()) }
+        promise.futureResult.whenComplete { result in
+            deadline.cancel()
+            completion(try? result.get())
+        }
         let written = channel.eventLoop.makePromise(of: Void.self)
         written.futureResult.whenFailure { _ in promise.fail(RedisError.connectionClosed) }
         channel.writeAndFlush(RedisOutbound(bytes: buffer, replies: [promise]), promise: written)

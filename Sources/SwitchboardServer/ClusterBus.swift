@@ -18,12 +18,15 @@ import SwitchboardRedis
 final class ClusterBus: Sendable {
     let configuration: ClusterConfiguration
     let instance: String
-    private let kernel: Kernel
+    let kernel: Kernel
     private let logger: Logger
     private let publisher = NIOLockedValueBox(PublisherState())
     /// Commands with replies (history reads), apart from the publisher's stream of PUBLISHes.
     private let reader = NIOLockedValueBox<RedisConnection?>(nil)
     let historyFailures = NIOLockedValueBox(0)
+    /// Whether this instance's bus subscription is up: events of history topics come back
+    /// to it through the bus, so without it they are delivered here directly.
+    let subscribed = NIOLockedValueBox(false)
     let sent = NIOLockedValueBox(0)
     let unsent = NIOLockedValueBox(0)
     let received = NIOLockedValueBox(0)
@@ -50,6 +53,12 @@ final class ClusterBus: Sendable {
     /// position, and come back to every instance (this one included) in one order.
     func route(_ event: Event, retain: Bool) -> Bool {
         if kernel.historyIsShared, let limits = kernel.historyLimits(of: event.topic) {
+            guard subscribed.withLockedValue({ $0 }) else {
+                // Our own copy would not come back: deliver here (live, no position) and let
+                // the others have it as a plain bus event if the publisher still reaches Redis.
+                forward(event, retain: retain)
+                return false
+            }
             return publishWithHistory(event, retain: retain, size: limits.size, ttlNanoseconds: limits.ttlNanoseconds)
         }
         forward(event, retain: retain)
@@ -84,9 +93,11 @@ final class ClusterBus: Sendable {
         let kernel = self.kernel
         let logger = self.logger
         let failures = historyFailures
-        connection.send(arguments) { reply in
+        connection.send(arguments, timeout: .seconds(2)) { reply in
             guard case .integer? = reply else {
-                // Not numbered (Redis went away mid-way, or refused): deliver it here, live.
+                // Not numbered (Redis went away mid-way, or refused): deliver it here, live. If
+                // Redis ran the script and then died before answering, the bus copy may arrive
+                // too: at most one duplicate, only in that failure.
                 failures.withLockedValue { $0 += 1 }
                 logger.warning("history: Redis did not number an event; delivered here without a position", metadata: ["topic": "\(event.topic)", "reply": "\(reply.map { "\($0)" } ?? "none")"])
                 kernel.publish(event, retain: retain)
@@ -103,6 +114,12 @@ final class ClusterBus: Sendable {
         local epoch = redis.call('GET', KEYS[1])
         if not epoch then epoch = ARGV[4]; redis.call('SET', KEYS[1], epoch) end
         local offset = redis.call('INCR', KEYS[2])
+        local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)[1]
+        if last then
+            local newest = tonumber(string.match(last[1], '^(%d+)-'))
+            -- The offset key was lost while the stream survived: continue after the stream.
+            if newest and offset <= newest then offset = newest + 1; redis.call('SET', KEYS[2], offset) end
+        end
         local message = '{"position":{"epoch":' .. cjson.encode(epoch) .. ',"offset":' .. offset .. '},' .. string.sub(ARGV[2], 2)
         redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], offset .. '-1', 'e', message)
         if tonumber(ARGV[5]) > 0 then redis.call('PEXPIRE', KEYS[3], ARGV[5]) end
@@ -221,8 +238,8 @@ final class ClusterBus: Sendable {
     func adoptEpoch(using connection: RedisConnection) async throws {
         guard kernel.historyIsShared else { return }
         let key = historyKeys("").epoch
-        _ = try await connection.send(["SET", .string(key), .string(Kernel.randomEpoch()), "NX"])
-        if case .bulkString(let bytes) = try await connection.send(["GET", .string(key)]) {
+        _ = try await connection.send(["SET", .string(key), .string(Kernel.randomEpoch()), "NX"], timeout: .seconds(2))
+        if case .bulkString(let bytes) = try await connection.send(["GET", .string(key)], timeout: .seconds(2)) {
             kernel.adoptEpoch(String(decoding: bytes, as: UTF8.self))
         }
     }
@@ -239,7 +256,8 @@ extension ClusterBus: SharedHistoryStore {
             replies = try await connection.sendPipelined(
                 [
                     ["GET", .string(keys.epoch)], ["GET", .string(keys.offset)],
-                    ["XRANGE", .string(keys.stream), .string("(\(offset)-1"), "+", "COUNT", .string(String(max(1, limit)))],
+                    // MAXLEN ~ keeps a little more than `size`: ask for all of it.
+                    ["XRANGE", .string(keys.stream), .string("(\(offset)-1"), "+", "COUNT", .string(String(max(1, limit) * 2 + 100))],
                 ],
                 timeout: .seconds(2)
             )
@@ -261,6 +279,12 @@ extension ClusterBus: SharedHistoryStore {
                 events.append(event)
             }
         }
+        // Redis expires a whole stream after `ttl` without events; single events older than
+        // `ttl` are not replayed (a resume needing one answers recovered: false).
+        if let ttl = kernel.historyLimits(of: topic)?.ttlNanoseconds, ttl > 0 {
+            let oldest = UnixTime.nowSeconds() - ttl / 1_000_000_000
+            events.removeAll { $0.timestamp < oldest }
+        }
         return SharedHistoryPage(epoch: epoch, latest: latest, events: events)
     }
 
@@ -281,12 +305,17 @@ private struct BusSubscriber: EventSource {
 
     func run() async throws {
         let bus = self.bus
+        // The history epoch first: nothing is open yet if it fails.
+        if bus.kernel.historyIsShared {
+            let commands = try await RedisConnection.connect(to: bus.configuration.redis)
+            defer { commands.close() }
+            try await bus.adoptEpoch(using: commands)
+        }
         let subscription = try await RedisSubscription.open(to: bus.configuration.redis, channels: [bus.configuration.channel]) { _, payload in
             bus.deliver(payload)
         }
-        let commands = try await RedisConnection.connect(to: bus.configuration.redis)
-        try await bus.adoptEpoch(using: commands)
-        commands.close()
+        bus.subscribed.withLockedValue { $0 = true }
+        defer { bus.subscribed.withLockedValue { $0 = false } }
         report(.connected)
         bus.connectPublisher()
         try await subscription.watch(pingInterval: .seconds(5))

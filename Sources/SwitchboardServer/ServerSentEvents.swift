@@ -85,7 +85,7 @@ enum ServerSentEvents {
         let (stream, continuation) = AsyncStream<ByteBuffer>.makeStream()
         let sse = SSEStream(
             runtime: runtime, shard: shard, variant: variant, patterns: patterns, principal: principal, guards: guards,
-            continuation: continuation, logger: logger
+            continuation: continuation, channel: channel, logger: logger
         )
         channel.eventLoop.execute { sse.start(lastEventID: lastEventID.flatMap(SSEStream.PositionVector.init)) }
         // The socket closing ends the stream, even when nothing is being written.
@@ -172,10 +172,15 @@ final class SSEStream: Subscriber, @unchecked Sendable {
     private let principal: Principal?
     private let guards: [any ConnectionGuard]
     private let continuation: AsyncStream<ByteBuffer>.Continuation
+    private let channel: any Channel
     private let logger: Logger
+    /// Unwritten bytes at the last heartbeat, and how many heartbeats in a row they did not
+    /// shrink: a client that vanished without a FIN is closed after two.
+    private var outstandingAtLastBeat = 0
+    private var beatsWithoutProgress = 0
     private var gathered: ByteBuffer?
     /// Topics resumed from the shared store: live events up to the offset are skipped.
-    private var resumeFloors: [String: Int64] = [:]
+    private var resumeFloors: [String: StreamPosition] = [:]
     private var started = false
     private var ended = false
     private var heartbeat: RepeatedTask?
@@ -183,8 +188,9 @@ final class SSEStream: Subscriber, @unchecked Sendable {
 
     init(
         runtime: EndpointRuntime, shard: LoopShard, variant: VariantID, patterns: [TopicPattern], principal: Principal?,
-        guards: [any ConnectionGuard], continuation: AsyncStream<ByteBuffer>.Continuation, logger: Logger
+        guards: [any ConnectionGuard], continuation: AsyncStream<ByteBuffer>.Continuation, channel: any Channel, logger: Logger
     ) {
+        self.channel = channel
         self.runtime = runtime
         self.shard = shard
         self.variant = variant
@@ -205,7 +211,7 @@ final class SSEStream: Subscriber, @unchecked Sendable {
         guard !ended, !started else { return }
         let resume = lastEventID.flatMap { $0.offsets.count == exactTopics.count ? $0 : nil }
         var replays: [(TopicPattern, HistoryReplay)] = []
-        var floors: [String: Int64] = [:]
+        var floors: [String: StreamPosition] = [:]
         var fetches: [(topic: String, since: StreamPosition)] = []
         var exactIndex = 0
         for pattern in patterns {
@@ -228,7 +234,7 @@ final class SSEStream: Subscriber, @unchecked Sendable {
                 }
                 let resumed = shard.resume(pattern.text, since: since, page: pages[pattern.text])
                 replay = resumed.replay
-                if let floor = resumed.floor { floors[pattern.text] = floor }
+                if let floor = resumed.floor, let epoch = replay.history?.position?.epoch { floors[pattern.text] = StreamPosition(epoch: epoch, offset: floor) }
             }
             replays.append((pattern, replay))
         }
@@ -247,7 +253,16 @@ final class SSEStream: Subscriber, @unchecked Sendable {
         started = true
         runtime.connections.add(1, ordering: .relaxed)
         runtime.accepted.add(1, ordering: .relaxed)
-        if let resume, resume.epoch == vector.epoch { vector.offsets = resume.offsets }
+        // Each exact topic's place starts at its position now (the replayed events then move
+        // it forward): a reconnect never resumes a quiet topic from before it was joined.
+        var index = 0
+        for (pattern, replay) in replays where !pattern.isWildcard {
+            if let position = replay.history?.position {
+                if position.epoch != vector.epoch { vector = PositionVector(epoch: position.epoch, offsets: vector.offsets.map { _ in 0 }) }
+                vector.offsets[index] = position.offset
+            }
+            index += 1
+        }
         for (pattern, replay) in replays {
             _ = shard.subscribe(pattern, self)
             var reply = ByteBuffer()
@@ -263,6 +278,16 @@ final class SSEStream: Subscriber, @unchecked Sendable {
         let interval = runtime.pipeline.heartbeatInterval
         if interval > .zero {
             heartbeat = shard.eventLoop.scheduleRepeatedTask(initialDelay: TimeAmount(interval), delay: TimeAmount(interval)) { [self] _ in
+                let outstanding = outstandingBytes.load(ordering: .relaxed)
+                beatsWithoutProgress = outstanding > 0 && outstanding >= outstandingAtLastBeat ? beatsWithoutProgress + 1 : 0
+                outstandingAtLastBeat = outstanding
+                if beatsWithoutProgress >= 2 {
+                    // Nothing written for two intervals: the client is gone (or frozen).
+                    runtime.refusals.record(.deadPeer)
+                    end()
+                    channel.close(promise: nil)
+                    return
+                }
                 append(ByteBuffer(staticString: ": keep-alive\n\n"))
                 shard.needsFlush(self)
             }
@@ -279,10 +304,14 @@ final class SSEStream: Subscriber, @unchecked Sendable {
     func enqueue(_ frame: ByteBuffer, of event: PreparedEvent) -> Bool {
         guard !ended else { return false }
         if !resumeFloors.isEmpty, let position = event.event.position, let floor = resumeFloors[event.event.topic] {
-            if position.offset <= floor { return true }  // in the replay from the shared store
+            if position.epoch == floor.epoch && position.offset <= floor.offset { return true }  // in the replay from the shared store
             resumeFloors[event.event.topic] = nil
         }
-        if let position = event.event.position, position.epoch == vector.epoch, let index = exactTopics.firstIndex(of: event.event.topic) {
+        if let position = event.event.position, let index = exactTopics.firstIndex(of: event.event.topic) {
+            if position.epoch != vector.epoch {
+                // History was lost and restarted: the other topics' offsets mean nothing now.
+                vector = PositionVector(epoch: position.epoch, offsets: vector.offsets.map { _ in 0 })
+            }
             vector.offsets[index] = position.offset
             var id = ByteBuffer()
             id.writeString("id: \(vector.text)\n")
@@ -302,12 +331,15 @@ final class SSEStream: Subscriber, @unchecked Sendable {
         guard !ended, let chunk = gathered else { return false }
         gathered = nil
         let size = chunk.readableBytes
-        if outstandingBytes.load(ordering: .relaxed) + size > runtime.pipeline.sendQueue.maxBytes.bytes {
+        let outstanding = outstandingBytes.load(ordering: .relaxed)
+        // One chunk always goes when nothing is waiting (a large replay must not loop).
+        if outstanding > 0 && outstanding + size > runtime.pipeline.sendQueue.maxBytes.bytes {
             // The client reads too slowly: end the stream; EventSource reconnects with its
             // Last-Event-ID and resumes from history.
             runtime.refusals.record(.slowConsumerDisconnect)
             logger.debug("slow SSE consumer: ending the stream")
             end()
+            channel.close(promise: nil)
             return false
         }
         outstandingBytes.add(size, ordering: .relaxed)

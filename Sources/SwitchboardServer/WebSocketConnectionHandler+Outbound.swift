@@ -14,7 +14,7 @@ extension WebSocketConnectionHandler {
     public func enqueue(_ frame: ByteBuffer, of event: PreparedEvent) -> Bool {
         if !resumeFloors.isEmpty, let position = event.event.position, let floor = resumeFloors[event.event.topic] {
             // Already replayed from the shared store (or older than its page).
-            if position.offset <= floor { return true }
+            if position.epoch == floor.epoch && position.offset <= floor.offset { return true }
             resumeFloors[event.event.topic] = nil
         }
         return enqueueFrame(frame, event: event)

@@ -55,7 +55,7 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber 
     var loggedDrops = false
     /// Topics resumed from the shared history store: live events up to this offset were
     /// in the replay (or precede it) and are skipped. Empty almost always.
-    var resumeFloors: [String: Int64] = [:]
+    var resumeFloors: [String: StreamPosition] = [:]
     /// Bytes NIO held for the socket at the last heartbeat tick while it was not writable.
     var bufferedAtLastTick = Int.max
 
@@ -350,7 +350,7 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber 
             handler.reply(.subscribed(text, replay.history))
             handler.shard.send(replay.events, to: handler)
             // After the replay, which the floor would otherwise filter.
-            if let floor { handler.resumeFloors[topic] = floor }
+            if let floor, let epoch = replay.history?.position?.epoch { handler.resumeFloors[topic] = StreamPosition(epoch: epoch, offset: floor) }
         }
     }
 
