@@ -263,3 +263,72 @@ def test_chromium_event_source_reconnects_and_resumes(sse_gateway):
         shutil.rmtree(profile, ignore_errors=True)
     assert result["offsets"] == list(range(1, total + 1)), result
     assert result["lastEventId"].endswith(":%d" % total)
+
+
+@pytest.fixture
+def redis_server():
+    """A real redis-server on a free loopback port, killed afterwards."""
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    directory = tempfile.mkdtemp()
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", directory],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    yield "redis://127.0.0.1:%d" % port
+    process.kill()
+    process.wait()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_sse_resumes_on_another_instance_through_redis(redis_server):
+    """Two instances sharing Redis: an SSE client reads from A, drops, and resumes on B
+    with its Last-Event-ID while events keep entering through both."""
+    config = "cluster:\n  redis: %s\n" % redis_server + CONFIG
+    first = start_gateway(config, name="sse-a")
+    second = start_gateway(config, name="sse-b")
+    try:
+        for gateway in (first, second):
+            deadline = time.time() + 15
+            while time.time() < deadline:
+                sources = httpx.get("http://%s/readyz" % gateway.address).json()["sources"]
+                if any(s["name"] == "cluster-bus" and s["state"] == "connected" for s in sources):
+                    break
+                time.sleep(0.05)
+        total = 200
+        done = threading.Event()
+
+        def publisher():
+            for n in range(total):
+                publish(first if n % 2 else second, [{"topic": "feed:c" if n % 3 else "feed:d", "type": "item", "data": {"n": n}}])
+            done.set()
+
+        headers = {"Accept": "text/event-stream"}
+        path = "/events?topic=feed:c&topic=feed:d"
+        seen = []
+        with httpx.Client(timeout=httpx.Timeout(20.0)) as client:
+            with client.stream("GET", "http://%s%s" % (first.address, path), headers=headers) as response:
+                threading.Thread(target=publisher, daemon=True).start()
+                seen += items(read_events(response, lambda e: len(items(e)) >= 50))
+            last_id = seen[-1]["id"]
+            with client.stream("GET", "http://%s%s" % (second.address, path), headers=dict(headers, **{"Last-Event-ID": last_id})) as response:
+                events = read_events(response, lambda e: len(seen) + len(items(e)) >= total, timeout=30)
+        assert done.wait(30)
+        assert all(e["data"]["recovered"] for e in events if e.get("event") == "subscribed"), events[:3]
+        seen += items(events)
+        assert sorted(e["data"]["data"]["n"] for e in seen) == list(range(total)), "loss or duplicates across instances"
+        for topic in ("feed:c", "feed:d"):
+            offsets = [e["data"]["position"]["offset"] for e in seen if e["data"]["topic"] == topic]
+            assert offsets == list(range(1, len(offsets) + 1)), (topic, offsets[:20])
+    finally:
+        stop_gateway(first)
+        stop_gateway(second)
