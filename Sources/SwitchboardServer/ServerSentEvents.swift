@@ -253,13 +253,16 @@ final class SSEStream: Subscriber, @unchecked Sendable {
         started = true
         runtime.connections.add(1, ordering: .relaxed)
         runtime.accepted.add(1, ordering: .relaxed)
-        // Each exact topic's place starts at its position now (the replayed events then move
-        // it forward): a reconnect never resumes a quiet topic from before it was joined.
+        // Each exact topic's place: where its replay starts (the replayed events then move it
+        // forward), or, with nothing to replay, its position now — so an `id:` never claims
+        // a topic is further than the events sent before it, and a reconnect never resumes a
+        // quiet topic from before it was joined.
         var index = 0
         for (pattern, replay) in replays where !pattern.isWildcard {
             if let position = replay.history?.position {
                 if position.epoch != vector.epoch { vector = PositionVector(epoch: position.epoch, offsets: vector.offsets.map { _ in 0 }) }
-                vector.offsets[index] = position.offset
+                let resumedFrom = replay.history?.recovered == true ? resume?.offsets[index] : nil
+                vector.offsets[index] = resumedFrom ?? position.offset
             }
             index += 1
         }
@@ -343,7 +346,11 @@ final class SSEStream: Subscriber, @unchecked Sendable {
             return false
         }
         outstandingBytes.add(size, ordering: .relaxed)
-        continuation.yield(chunk)
+        // In pieces of at most 64 KiB: the heartbeat sees a slow reader's progress through a
+        // large replay, and the body writer never holds more than one piece in flight.
+        var rest = chunk
+        while rest.readableBytes > 65536, let piece = rest.readSlice(length: 65536) { continuation.yield(piece) }
+        continuation.yield(rest)
         return true
     }
 

@@ -114,6 +114,30 @@ def test_httpx_stream_resumes_every_topic_with_last_event_id(sse_gateway):
         assert offsets == list(range(1, len(offsets) + 1)), (topic, offsets[:20])
 
 
+def test_a_resume_cut_short_in_a_large_replay_loses_nothing(sse_gateway):
+    """Two topics resume at once, the first with 2 MB to replay; the client drops in the
+    middle of it. Its last id must not claim the second topic's events, which it never
+    got: the next resume delivers both topics completely."""
+    gateway = sse_gateway
+    suffix = str(random.randrange(1 << 30))
+    big, small = "feed:big" + suffix, "feed:small" + suffix
+    for start in range(0, 100, 20):
+        publish(gateway, [{"topic": big, "type": "b", "data": {"pad": "z" * 20000}} for _ in range(20)])
+        publish(gateway, [{"topic": small, "type": "s", "data": {}} for _ in range(20)])
+    url = "http://%s/events?topic=%s&topic=%s" % (gateway.address, big, small)
+    with httpx.Client(timeout=httpx.Timeout(20.0)) as client:
+        with client.stream("GET", url, headers={"Accept": "text/event-stream"}) as response:
+            epoch = read_events(response, lambda e: len(e) >= 1)[0]["data"]["position"]["epoch"]
+        start = {"Accept": "text/event-stream", "Last-Event-ID": "%s:0,0" % epoch}
+        with client.stream("GET", url, headers=start) as response:
+            first = items(read_events(response, lambda e: len(items(e)) >= 30))
+        with client.stream("GET", url, headers=dict(start, **{"Last-Event-ID": first[-1]["id"]})) as response:
+            rest = items(read_events(response, lambda e: len(first) + len(items(e)) >= 200))
+    for topic in (big, small):
+        offsets = [e["data"]["position"]["offset"] for e in first + rest if e["data"]["topic"] == topic]
+        assert offsets == list(range(1, 101)), (topic, offsets[:10], len(offsets))
+
+
 def test_sse_refusals_and_filters(sse_gateway):
     base = "http://%s" % sse_gateway.address
     sse = {"Accept": "text/event-stream"}
