@@ -87,7 +87,9 @@ enum ServerSentEvents {
             runtime: runtime, shard: shard, variant: variant, patterns: patterns, principal: principal, guards: guards,
             continuation: continuation, channel: channel, logger: logger
         )
-        channel.eventLoop.execute { sse.start(lastEventID: lastEventID.flatMap(SSEStream.PositionVector.init)) }
+        channel.eventLoop.execute {
+            sse.start(lastEventID: lastEventID.flatMap(SSEStream.PositionVector.init), lastEventIDGiven: lastEventID?.isEmpty == false)
+        }
         // The socket closing ends the stream, even when nothing is being written.
         channel.closeFuture.whenComplete { _ in channel.eventLoop.execute { sse.end() } }
 
@@ -174,11 +176,17 @@ final class SSEStream: Subscriber, @unchecked Sendable {
     private let continuation: AsyncStream<ByteBuffer>.Continuation
     private let channel: any Channel
     private let logger: Logger
-    /// Unwritten bytes at the last heartbeat, and how many heartbeats in a row they did not
-    /// shrink: a client that vanished without a FIN is closed after two.
-    private var outstandingAtLastBeat = 0
+    /// Heartbeats in a row with bytes waiting and none written: a client that vanished
+    /// without a FIN is closed after three.
     private var beatsWithoutProgress = 0
+    /// What the next flush hands to the response body: small pieces copied together, large
+    /// ones (an event's shared `data:` bytes) by reference, like a WebSocket connection's
+    /// outbox — a slow stream holds references to frames every stream shares, not copies.
     private var gathered: ByteBuffer?
+    private var pending: [ByteBuffer] = []
+    /// Bytes the response body has written, for the dead-client check.
+    let writtenBytes = Atomic<Int>(0)
+    private var writtenAtLastBeat = 0
     /// Topics resumed from the shared store: live events up to the offset are skipped.
     private var resumeFloors: [String: StreamPosition] = [:]
     private var started = false
@@ -207,9 +215,12 @@ final class SSEStream: Subscriber, @unchecked Sendable {
     /// and what its history replays: with a `Last-Event-ID` of this epoch, each exact topic
     /// resumes after its offset; otherwise retained events as usual. One loop tick, so
     /// nothing falls between the replay and live events.
-    func start(lastEventID: PositionVector?, allowLoopBehind: Bool = true, pages: [String: SharedHistoryPage]? = nil) {
+    func start(lastEventID: PositionVector?, lastEventIDGiven: Bool = false, allowLoopBehind: Bool = true, pages: [String: SharedHistoryPage]? = nil) {
         guard !ended, !started else { return }
         let resume = lastEventID.flatMap { $0.offsets.count == exactTopics.count ? $0 : nil }
+        // A Last-Event-ID that is not this stream's (malformed, or for other topics) cannot
+        // be honoured: each topic's `subscribed` event says so (recovered: false).
+        let unusable = lastEventIDGiven && resume == nil
         var replays: [(TopicPattern, HistoryReplay)] = []
         var floors: [String: StreamPosition] = [:]
         var fetches: [(topic: String, since: StreamPosition)] = []
@@ -218,13 +229,14 @@ final class SSEStream: Subscriber, @unchecked Sendable {
             var options = SubscribeOptions()
             if !pattern.isWildcard {
                 if let resume { options.since = StreamPosition(epoch: resume.epoch, offset: resume.offsets[exactIndex]) }
+                if unusable { options.since = StreamPosition(epoch: "", offset: 0) }  // matches no epoch
                 exactIndex += 1
             }
             var replay = shard.replay(for: pattern, options: options, allowLoopBehind: allowLoopBehind)
             if replay.loopIsBehind {
                 // The client saw an event this loop has not delivered yet: look again after
                 // the loop's queued deliveries.
-                shard.eventLoop.execute { self.start(lastEventID: lastEventID, allowLoopBehind: false, pages: pages) }
+                shard.eventLoop.execute { self.start(lastEventID: lastEventID, lastEventIDGiven: lastEventIDGiven, allowLoopBehind: false, pages: pages) }
                 return
             }
             if replay.needsFetch, let since = options.since {
@@ -247,7 +259,7 @@ final class SSEStream: Subscriber, @unchecked Sendable {
                     pages[fetch.topic] = try? await store.events(of: fetch.topic, after: fetch.since.offset, limit: limit)
                 }
                 return pages
-            }.whenSuccess { pages in self.start(lastEventID: lastEventID, allowLoopBehind: false, pages: pages) }
+            }.whenSuccess { pages in self.start(lastEventID: lastEventID, lastEventIDGiven: lastEventIDGiven, allowLoopBehind: false, pages: pages) }
             return
         }
         started = true
@@ -281,11 +293,14 @@ final class SSEStream: Subscriber, @unchecked Sendable {
         let interval = runtime.pipeline.heartbeatInterval
         if interval > .zero {
             heartbeat = shard.eventLoop.scheduleRepeatedTask(initialDelay: TimeAmount(interval), delay: TimeAmount(interval)) { [self] _ in
-                let outstanding = outstandingBytes.load(ordering: .relaxed)
-                beatsWithoutProgress = outstanding > 0 && outstanding >= outstandingAtLastBeat ? beatsWithoutProgress + 1 : 0
-                outstandingAtLastBeat = outstanding
-                if beatsWithoutProgress >= 2 {
-                    // Nothing written for two intervals: the client is gone (or frozen).
+                // Progress is what the body wrote since the last beat; a stream with nothing
+                // waiting is idle, not dead.
+                let written = writtenBytes.load(ordering: .relaxed)
+                let waiting = outstandingBytes.load(ordering: .relaxed) > 0
+                beatsWithoutProgress = waiting && written == writtenAtLastBeat ? beatsWithoutProgress + 1 : 0
+                writtenAtLastBeat = written
+                if beatsWithoutProgress >= 3 {
+                    // Nothing written for three intervals: the client is gone (or frozen).
                     runtime.refusals.record(.deadPeer)
                     end()
                     channel.close(promise: nil)
@@ -325,17 +340,27 @@ final class SSEStream: Subscriber, @unchecked Sendable {
     }
 
     private func append(_ bytes: ByteBuffer) {
+        if bytes.readableBytes > OutboundStateMachine.gatherLimit {
+            if let small = gathered { pending.append(small) }
+            gathered = nil
+            pending.append(bytes)
+            return
+        }
         if gathered == nil { gathered = ByteBuffer() }
         gathered?.writeImmutableBuffer(bytes)
     }
 
     @discardableResult
     func flush() -> Bool {
-        guard !ended, let chunk = gathered else { return false }
+        guard !ended else { return false }
+        if let small = gathered { pending.append(small) }
         gathered = nil
-        let size = chunk.readableBytes
+        guard !pending.isEmpty else { return false }
+        let pieces = pending
+        pending = []
+        let size = pieces.reduce(0) { $0 + $1.readableBytes }
         let outstanding = outstandingBytes.load(ordering: .relaxed)
-        // One chunk always goes when nothing is waiting (a large replay must not loop).
+        // One flush always goes when nothing is waiting (a large replay must not loop).
         if outstanding > 0 && outstanding + size > runtime.pipeline.sendQueue.maxBytes.bytes {
             // The client reads too slowly: end the stream; EventSource reconnects with its
             // Last-Event-ID and resumes from history.
@@ -346,11 +371,7 @@ final class SSEStream: Subscriber, @unchecked Sendable {
             return false
         }
         outstandingBytes.add(size, ordering: .relaxed)
-        // In pieces of at most 64 KiB: the heartbeat sees a slow reader's progress through a
-        // large replay, and the body writer never holds more than one piece in flight.
-        var rest = chunk
-        while rest.readableBytes > 65536, let piece = rest.readSlice(length: 65536) { continuation.yield(piece) }
-        continuation.yield(rest)
+        for piece in pieces { continuation.yield(piece) }
         return true
     }
 
@@ -362,6 +383,7 @@ final class SSEStream: Subscriber, @unchecked Sendable {
         heartbeat?.cancel()
         expiry?.cancel()
         gathered = nil
+        pending = []
         if started {
             runtime.connections.add(-1, ordering: .relaxed)
             for pattern in patterns { shard.unsubscribe(pattern, self) }

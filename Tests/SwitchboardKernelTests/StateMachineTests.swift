@@ -84,6 +84,22 @@ import Testing
         #expect(queue.queuedBytes == 0)
     }
 
+    @Test func repliesOutliveEventsWhenTheQueueDrops() {
+        let table = VariantTable(encoders: [])
+        func event(_ topic: String) -> PreparedEvent { PreparedEvent(event: Event(topic: topic, type: "t", data: nil), table: table) }
+        for policy in [SlowConsumerPolicy.dropOldest, .conflate] {
+            var queue = OutboundQueue(maxMessages: 3, maxBytes: 1000, policy: policy)
+            _ = queue.offer(ByteBuffer(bytes: [1]), writable: false)  // a reply
+            _ = queue.offer(ByteBuffer(bytes: [2]), event: event("a"), writable: false)
+            _ = queue.offer(ByteBuffer(bytes: [3]), event: event("b"), writable: false)
+            #expect(queue.offer(ByteBuffer(bytes: [4]), event: event("c"), writable: false) == .queuedAfterDropping(1))
+            #expect(queue.offer(ByteBuffer(bytes: [5]), event: event("c"), writable: false) == (policy == .conflate ? .queuedAfterDropping(1) : .queuedAfterDropping(1)))
+            var left: [UInt8] = []
+            while let entry = queue.next() { left += Array(entry.frame.readableBytesView) }
+            #expect(left == (policy == .conflate ? [1, 3, 5] : [1, 4, 5]), "\(policy)")
+        }
+    }
+
     @Test func conflateUnderRandomTrafficStaysBoundedWithOneEventPerTopic() {
         var random = SeededRandom.forTest("conflate")
         let table = VariantTable(encoders: [])

@@ -79,8 +79,22 @@ public struct OutboundQueue {
         return dropped > 0 ? .queuedAfterDropping(dropped) : .queued
     }
 
+    /// Drops the oldest *event*: the connection's own frames (replies such as `subscribed`,
+    /// pongs) are kept while any event can go instead — a client that falls behind may
+    /// miss events (their positions show it), not the answers to what it asked.
     private mutating func dropFirst() {
-        _ = next()
+        guard entries.first?.event == nil, let index = entries.firstIndex(where: { $0.event != nil }) else {
+            _ = next()
+            return
+        }
+        let droppedSequence = firstSequence + entries.distance(from: entries.startIndex, to: index)
+        let dropped = entries.remove(at: index)
+        queuedBytes -= dropped.frame.readableBytes
+        // Entries after it moved one place forward: their sequences shift with them.
+        if !slots.isEmpty {
+            if let topic = dropped.event?.event.topic, slots[topic] == droppedSequence { slots[topic] = nil }
+            for (topic, sequence) in slots where sequence > droppedSequence { slots[topic] = sequence - 1 }
+        }
     }
 
     /// Takes the oldest queued frame.
