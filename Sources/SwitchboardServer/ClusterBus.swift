@@ -71,16 +71,7 @@ final class ClusterBus: Sendable {
     /// `false` (deliver it here yourself, live and without a position) when Redis is not
     /// reachable.
     func publishWithHistory(_ event: Event, retain: Bool, size: Int, ttlNanoseconds: Int64) -> Bool {
-        let connection: RedisConnection? = publisher.withLockedValue { state in
-            if let connection = state.connection, connection.channel.isActive { return connection }
-            state.connection = nil
-            return nil
-        }
-        guard let connection else {
-            unsent.withLockedValue { $0 += 1 }
-            connectPublisher()
-            return false
-        }
+        guard let connection = activePublisher() else { return false }
         let object = Self.encode(event, retain: retain, origin: instance, history: true)
         var payload = ByteBuffer()
         JSONWriter.write(object, into: &payload)
@@ -137,18 +128,24 @@ final class ClusterBus: Sendable {
         var payload = ByteBuffer()
         JSONWriter.write(Self.encode(event, retain: retain, origin: instance), into: &payload)
         let bytes = Array(payload.readableBytesView)
+        guard let connection = activePublisher() else { return }
+        connection.sendIgnoringReply(["PUBLISH", .string(configuration.channel), .bytes(bytes)])
+        sent.withLockedValue { $0 += 1 }
+    }
+
+    /// The publishing connection while it is up; otherwise counts the event as unsent and
+    /// starts a reconnect.
+    private func activePublisher() -> RedisConnection? {
         let connection: RedisConnection? = publisher.withLockedValue { state in
             if let connection = state.connection, connection.channel.isActive { return connection }
             state.connection = nil
             return nil
         }
-        guard let connection else {
+        if connection == nil {
             unsent.withLockedValue { $0 += 1 }
             connectPublisher()
-            return
         }
-        connection.sendIgnoringReply(["PUBLISH", .string(configuration.channel), .bytes(bytes)])
-        sent.withLockedValue { $0 += 1 }
+        return connection
     }
 
     /// (Re)connects the publishing connection in the background, at most once a second.
