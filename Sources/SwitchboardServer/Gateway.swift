@@ -173,6 +173,9 @@ public final class Gateway: Sendable {
             )
         )
         serviceGroup.withLockedValue { $0 = group }
+        let limiter = connectionLimiter
+        let trimmer = MemoryTrimmer(on: eventLoopGroup.next()) { limiter.openConnections }
+        defer { trimmer.cancel() }
         try await group.run()
         await waitForWebSocketClients()
         logger.info("switchboard stopped")

@@ -1,4 +1,5 @@
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOEmbedded
 import NIOWebSocket
@@ -442,5 +443,33 @@ struct ConnectionHarness {
         harness.loop.run()
         #expect(harness.channel.isActive)
         _ = try harness.channel.finish(acceptAlreadyClosed: true)
+    }
+}
+
+
+@Suite struct MemoryTrimmerTests {
+    /// Trims once a wave of at least `threshold` sockets has closed since the peak, not on
+    /// small dips, and measures the next wave from where the last trim left off.
+    @Test func trimsAfterAWaveOfClientsLeaves() {
+        let loop = EmbeddedEventLoop()
+        let open = NIOLockedValueBox(0)
+        let trims = NIOLockedValueBox(0)
+        let trimmer = MemoryTrimmer(on: loop, interval: .seconds(2), threshold: 500, openSockets: { open.withLockedValue { $0 } }) {
+            trims.withLockedValue { $0 += 1 }
+        }
+        func tick(_ sockets: Int) {
+            open.withLockedValue { $0 = sockets }
+            loop.advanceTime(by: .seconds(2))
+        }
+        tick(1_900)
+        tick(1_500)  // a dip of 400: no trim
+        #expect(trims.withLockedValue { $0 } == 0)
+        tick(0)
+        #expect(trims.withLockedValue { $0 } == 1)
+        tick(0)
+        tick(300)
+        tick(0)  // 300 left since the last trim: below the threshold
+        #expect(trims.withLockedValue { $0 } == 1)
+        trimmer.cancel()
     }
 }
