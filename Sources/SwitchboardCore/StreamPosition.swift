@@ -39,12 +39,21 @@ public struct StreamPosition: Sendable, Hashable, CustomStringConvertible {
 
     /// Reads `epoch:offset` (an SSE `Last-Event-ID`); nil for anything else.
     public init?(eventID: String) {
-        guard let colon = eventID.utf8.lastIndex(of: UInt8(ascii: ":")) else { return nil }
-        let epoch = String(eventID[..<colon])
-        let digits = eventID[eventID.index(after: colon)...]
-        guard !epoch.isEmpty, epoch.utf8.count <= Self.maximumEpochLength, !digits.isEmpty, digits.utf8.count <= 18,
-            digits.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }), let offset = Int64(digits)
+        guard let colon = eventID.utf8.lastIndex(of: UInt8(ascii: ":")), let epoch = Self.epoch(parsing: eventID[..<colon]),
+            let offset = Self.offset(parsing: eventID[eventID.index(after: colon)...])
         else { return nil }
         self.init(epoch: epoch, offset: offset)
+    }
+
+    /// An epoch read from a client: 1 to ``maximumEpochLength`` bytes.
+    public static func epoch(parsing text: Substring) -> String? {
+        text.isEmpty || text.utf8.count > maximumEpochLength ? nil : String(text)
+    }
+
+    /// An offset read from a client: 1 to 18 ASCII digits (so it fits an Int64).
+    public static func offset(parsing digits: Substring) -> Int64? {
+        guard !digits.isEmpty, digits.utf8.count <= 18, digits.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") })
+        else { return nil }
+        return Int64(digits)
     }
 }

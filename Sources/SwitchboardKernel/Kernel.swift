@@ -56,11 +56,6 @@ public final class Kernel: Sendable {
     /// this kernel: with `cluster:`, history topics travel through Redis, which numbers them.
     public var historyIsShared: Bool { history.shared }
 
-    /// Whether events of `topic` get positions (a history rule covers it).
-    public func keepsHistory(of topic: String) -> Bool {
-        !history.rules.isEmpty && history.policy(for: topic, retain: false)?.stamped == true
-    }
-
     /// A new random epoch (12 characters of [0-9a-z]).
     public static func randomEpoch() -> String { HistoryClock.randomEpoch() }
 

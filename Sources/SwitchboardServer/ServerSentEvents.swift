@@ -45,10 +45,10 @@ enum ServerSentEvents {
         var patterns = pipeline.defaultSubscriptions
         for (name, value) in query where name == "topic" || name == "topics" {
             for text in value.split(separator: ",").map(String.init) where !text.isEmpty {
-                guard text.utf8.count <= pipeline.maxTopicLength, let pattern = TopicPattern(text) else {
-                    return Gateway.json(error("bad_topic", "invalid topic '\(ClientSession.excerpt(text))': \(TopicPattern.syntaxHelp)"), status: .badRequest)
+                switch ClientSession.topicPattern(text, pipeline: pipeline) {
+                case .success(let pattern): if !patterns.contains(pattern) { patterns.append(pattern) }
+                case .failure(let refusal): return Gateway.json(error(refusal.code, refusal.message), status: .badRequest)
                 }
-                if !patterns.contains(pattern) { patterns.append(pattern) }
             }
         }
         guard !patterns.isEmpty else {
@@ -143,19 +143,27 @@ final class SSEStream: Subscriber, @unchecked Sendable {
 
         /// Reads a `Last-Event-ID`; nil for anything malformed (the stream then starts fresh).
         init?(_ text: String) {
-            guard text.utf8.count <= 4096, let colon = text.lastIndex(of: ":") else { return nil }
-            let epoch = String(text[..<colon])
-            guard !epoch.isEmpty, epoch.utf8.count <= StreamPosition.maximumEpochLength else { return nil }
+            guard text.utf8.count <= 4096, let colon = text.lastIndex(of: ":"), let epoch = StreamPosition.epoch(parsing: text[..<colon])
+            else { return nil }
             var offsets: [Int64] = []
             for part in text[text.index(after: colon)...].split(separator: ",", omittingEmptySubsequences: false) {
-                guard part.utf8.count <= 18, part.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }), let offset = Int64(part)
-                else { return nil }
+                guard let offset = StreamPosition.offset(parsing: part) else { return nil }
                 offsets.append(offset)
             }
             self.init(epoch: epoch, offsets: offsets)
         }
 
-        var text: String { "\(epoch):" + offsets.map(String.init).joined(separator: ",") }
+        /// Appends `id: <epoch>:<o1>,<o2>,…\n`, without building a string per event.
+        func writeIDLine(into buffer: inout ByteBuffer) {
+            buffer.writeStaticString("id: ")
+            buffer.writeString(epoch)
+            buffer.writeStaticString(":")
+            for (index, offset) in offsets.enumerated() {
+                if index > 0 { buffer.writeStaticString(",") }
+                JSONWriter.writeInteger(offset, into: &buffer)
+            }
+            buffer.writeStaticString("\n")
+        }
     }
 
     let variant: VariantID
@@ -331,9 +339,10 @@ final class SSEStream: Subscriber, @unchecked Sendable {
                 vector = PositionVector(epoch: position.epoch, offsets: vector.offsets.map { _ in 0 })
             }
             vector.offsets[index] = position.offset
-            var id = ByteBuffer()
-            id.writeString("id: \(vector.text)\n")
-            append(id)
+            // Straight into the gathered bytes: no buffer per event and stream.
+            var small = gathered.take() ?? ByteBuffer()
+            vector.writeIDLine(into: &small)
+            gathered = small
         }
         append(event.sseData(for: variant))
         return true

@@ -1,5 +1,6 @@
 """Headless Chromium's own WebSocket: JSON with its permessage-deflate offer, and
 MessagePack binary frames. The page reports back to a small local HTTP server."""
+import contextlib
 import http.server
 import json
 import os
@@ -57,12 +58,10 @@ def find_chromium():
     return None
 
 
-def test_chromium_websocket(gateway):
-    chromium = find_chromium()
-    assert chromium, "chromium is not installed (apt-get install chromium)"
-    page = PAGE.replace("WSURL", "ws://" + gateway.address)
-    received = {}
-    done = threading.Event()
+@contextlib.contextmanager
+def browser_page(chromium, page, on_post):
+    """Serves `page` on a local HTTP server, opens it in headless Chromium, and hands every
+    POST the page makes to `on_post(path, body)`; everything stops when the block ends."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
@@ -74,11 +73,9 @@ def test_chromium_websocket(gateway):
             self.wfile.write(body)
 
         def do_POST(self):
-            length = int(self.headers.get("Content-Length", "0"))
-            received.update(json.loads(self.rfile.read(length)))
+            on_post(self.path, self.rfile.read(int(self.headers.get("Content-Length", "0"))))
             self.send_response(204)
             self.end_headers()
-            done.set()
 
         def log_message(self, *args):
             pass
@@ -92,12 +89,27 @@ def test_chromium_websocket(gateway):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        assert done.wait(60), "the page did not report back"
+        yield
     finally:
         browser.kill()
         browser.wait()
         server.shutdown()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def test_chromium_websocket(gateway):
+    chromium = find_chromium()
+    assert chromium, "chromium is not installed (apt-get install chromium)"
+    page = PAGE.replace("WSURL", "ws://" + gateway.address)
+    received = {}
+    done = threading.Event()
+
+    def on_post(path, body):
+        received.update(json.loads(body))
+        done.set()
+
+    with browser_page(chromium, page, on_post):
+        assert done.wait(60), "the page did not report back"
 
     json_client = received["json"]
     assert "permessage-deflate" in json_client["extensions"]

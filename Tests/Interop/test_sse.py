@@ -1,7 +1,6 @@
 """The SSE transport with clients nobody here wrote: Python httpx streaming, and headless
 Chromium's EventSource behind a proxy that drops the connection, resuming with
 Last-Event-ID while the publisher keeps going."""
-import http.server
 import json
 import random
 import shutil
@@ -14,8 +13,8 @@ import time
 import httpx
 import pytest
 
-from conftest import PUBLISH_KEY, start_gateway, stop_gateway
-from test_chromium import find_chromium
+from conftest import start_gateway, stop_gateway
+from test_chromium import browser_page, find_chromium
 from test_hostile_clients import publish
 
 CONFIG = """
@@ -233,37 +232,14 @@ def test_chromium_event_source_reconnects_and_resumes(sse_gateway):
     result, progress = {}, [0]
     done = threading.Event()
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = page.encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def on_post(path, body):
+        if path == "/result":
+            result.update(json.loads(body))
+            done.set()
+        else:
+            progress[0] = int(body or b"0")
 
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            if self.path == "/result":
-                result.update(json.loads(body))
-                done.set()
-            else:
-                progress[0] = int(body or b"0")
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    profile = tempfile.mkdtemp()
-    browser = subprocess.Popen(
-        [chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         "--user-data-dir=" + profile, "http://127.0.0.1:%d/" % server.server_address[1]],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
+    with browser_page(chromium, page, on_post):
         deadline = time.time() + 30
         while proxy.connections == 0 and time.time() < deadline:
             time.sleep(0.05)
@@ -280,11 +256,6 @@ def test_chromium_event_source_reconnects_and_resumes(sse_gateway):
         time.sleep(0.5)
         publish(gateway, [{"topic": "feed:browser", "type": "b", "data": {"n": n}} for n in range(40, total)])
         assert done.wait(30), "the page did not report back (%d events)" % progress[0]
-    finally:
-        browser.kill()
-        browser.wait()
-        server.shutdown()
-        shutil.rmtree(profile, ignore_errors=True)
     assert result["offsets"] == list(range(1, total + 1)), result
     assert result["lastEventId"].endswith(":%d" % total)
 

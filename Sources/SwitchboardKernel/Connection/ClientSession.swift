@@ -79,8 +79,10 @@ public struct ClientSession {
         case .ping:
             return [.reply(.pong)]
         case .subscribe(let text, let options):
-            guard text.utf8.count <= pipeline.maxTopicLength, let pattern = TopicPattern(text) else {
-                return [.reply(.error(code: "bad_topic", message: "invalid topic '\(Self.excerpt(text))': \(TopicPattern.syntaxHelp) (at most \(pipeline.maxTopicLength) bytes here)"))]
+            let pattern: TopicPattern
+            switch Self.topicPattern(text, pipeline: pipeline) {
+            case .success(let parsed): pattern = parsed
+            case .failure(let refusal): return [.reply(.error(code: refusal.code, message: refusal.message))]
             }
             guard pipeline.mayTopic(pattern, principal: principal) else {
                 return [.forbidden(.error(code: "forbidden", message: "subscription to '\(Self.excerpt(text))' is not allowed"))]
@@ -113,6 +115,18 @@ public struct ClientSession {
         case .other(let type, _):
             return [.reply(.error(code: "unknown_type", message: "unknown message type '\(Self.excerpt(type))'; expected subscribe, unsubscribe, ping or refresh"))]
         }
+    }
+
+    /// `text` as a topic or pattern this endpoint accepts (syntax and `max_topic_length`), or
+    /// the `bad_topic` refusal — for subscribes over any transport.
+    public static func topicPattern(_ text: String, pipeline: EndpointPipeline) -> Result<TopicPattern, ClientMessageError> {
+        guard text.utf8.count <= pipeline.maxTopicLength, let pattern = TopicPattern(text) else {
+            return .failure(ClientMessageError(
+                code: "bad_topic",
+                message: "invalid topic '\(excerpt(text))': \(TopicPattern.syntaxHelp) (at most \(pipeline.maxTopicLength) bytes here)"
+            ))
+        }
+        return .success(pattern)
     }
 
     /// The filters' answer to a `refresh` (`nil`: no filter takes refresh).
