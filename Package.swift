@@ -96,8 +96,11 @@ let package = Package(
                 .product(name: "NIOHTTPTypesHTTP1", package: "swift-nio-extras"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            // The dashboard and `/client.js`, compiled in (DashboardAssets.swift).
+            resources: [.embedInCode("Resources/dashboard.html"), .embedInCode("Resources/client.js")],
             swiftSettings: swiftSettings
         ),
         .target(

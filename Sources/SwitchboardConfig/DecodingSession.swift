@@ -206,3 +206,44 @@ enum Interpolation {
         return name.unicodeScalars.allSatisfy { $0.isASCII && ($0 == "_" || $0.properties.isAlphabetic || ("0"..."9").contains($0)) }
     }
 }
+
+extension DecodingSession {
+    /// A canonical text of `node` with `${VAR}` expanded: two blocks with the same
+    /// fingerprint configure the same thing (key order, quoting and comments aside). A hot
+    /// reload keeps whatever did not change by this measure. Keys in `excluding` (top level
+    /// only) are left out.
+    func fingerprint(of node: Node, excluding: Set<String> = []) -> String {
+        var output = ""
+        appendFingerprint(of: node, excluding: excluding, to: &output)
+        return output
+    }
+
+    private func appendFingerprint(of node: Node, excluding: Set<String>, to output: inout String) {
+        switch node {
+        case .scalar(let scalar):
+            let text = (try? Interpolation.expand(scalar.string, environment: environment).get()) ?? scalar.string
+            output += "\"" + text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+        case .mapping(let mapping):
+            let entries = mapping.compactMap { entry -> (String, Node)? in
+                let key = entry.key.scalar?.string ?? "\(entry.key)"
+                return excluding.contains(key) ? nil : (key, entry.value)
+            }.sorted { $0.0 < $1.0 }
+            output += "{"
+            for (key, value) in entries {
+                output += key + ":"
+                appendFingerprint(of: value, excluding: [], to: &output)
+                output += ","
+            }
+            output += "}"
+        case .sequence(let sequence):
+            output += "["
+            for element in sequence {
+                appendFingerprint(of: element, excluding: [], to: &output)
+                output += ","
+            }
+            output += "]"
+        case .alias:
+            output += "*"
+        }
+    }
+}

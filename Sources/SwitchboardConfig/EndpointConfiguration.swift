@@ -46,6 +46,11 @@ public struct EndpointConfiguration: Sendable, Decodable {
     /// the same path, `GET` with `Accept: text/event-stream`).
     public var transports: [Transport]
     var position: ConfigPosition?
+    /// The block's canonical text: a reload keeps an endpoint whose fingerprint did not
+    /// change, and re-checks the connections of one where only `filters` changed.
+    public var fingerprint = ""
+    /// The fingerprint without `filters`.
+    public var fingerprintWithoutFilters = ""
 
     enum CodingKeys: String, CodingKey {
         case path, encoders, topics, subscribe, filters, heartbeat, mode, compression, permissions, history, transports
@@ -62,6 +67,10 @@ public struct EndpointConfiguration: Sendable, Decodable {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         let node = decoder as? NodeDecoder
         position = node?.node.mark
+        if let node {
+            fingerprint = node.session.fingerprint(of: node.node)
+            fingerprintWithoutFilters = node.session.fingerprint(of: node.node, excluding: ["filters"])
+        }
         path = try container.decode(String.self, forKey: .path)
         encoders = try container.value(.encoders, default: ["json"])
         topics = try container.value(.topics, default: [TopicPattern.everything])

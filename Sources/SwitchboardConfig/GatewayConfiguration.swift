@@ -10,8 +10,13 @@ public struct GatewayConfiguration: Sendable {
     public var sources: [SourceConfiguration]
     /// WebSocket endpoints, matched by exact path.
     public var endpoints: [EndpointConfiguration]
-    /// How long shutdown waits for clients to acknowledge the 1001 close.
-    public var shutdownGrace: ConfigDuration
+    /// How long shutdown waits for clients to acknowledge the 1001 close
+    /// (`shutdown.grace`; `shutdown_grace` is its older spelling).
+    public var shutdownGrace: ConfigDuration { shutdown.grace }
+    /// How a SIGTERM closes clients: spread over `drain`, each told when to come back.
+    public var shutdown: ShutdownConfiguration
+    /// The dashboard page, `/client.js` and `/endpoints.json`.
+    public var dashboard: DashboardConfiguration
     /// The shortest time between two flush rounds on an event loop: frames that reach a
     /// connection within it leave in one write. Zero writes on the next loop tick.
     public var flushInterval: ConfigDuration
@@ -61,7 +66,7 @@ public enum SourceRunPolicy: String, Sendable, ConfigEnum {
 
 extension GatewayConfiguration: Decodable {
     enum CodingKeys: String, CodingKey {
-        case listener, sources, endpoints, cluster
+        case listener, sources, endpoints, cluster, shutdown, dashboard
         case adminKey = "admin_key"
         case shutdownGrace = "shutdown_grace"
         case flushInterval = "flush_interval"
@@ -82,12 +87,26 @@ extension GatewayConfiguration: Decodable {
         } else {
             endpoints = []
         }
-        shutdownGrace = try container.value(.shutdownGrace, default: .seconds(2))
+        shutdown = try container.value(.shutdown, default: ShutdownConfiguration())
+        if container.contains(.shutdownGrace) {
+            shutdown.grace = try container.value(.shutdownGrace, default: .seconds(2))
+            if let node = decoder as? NodeDecoder, let block = node.mappingValue("shutdown"), block.mappingValue("grace") != nil {
+                node.report("shutdown_grace and shutdown.grace are both set", hint: "keep shutdown.grace (shutdown_grace is its older spelling)", key: "shutdown_grace")
+            }
+        }
+        dashboard = try container.value(.dashboard, default: DashboardConfiguration())
         flushInterval = try container.value(.flushInterval, default: Self.defaultFlushInterval)
         cluster = try container.decodeIfPresent(ClusterConfiguration.self, forKey: .cluster)
         adminKey = try container.decodeIfPresent(String.self, forKey: .adminKey)
 
         guard let nodeDecoder = decoder as? NodeDecoder else { return }
+        if dashboard.enabled, let clash = endpoints.first(where: { $0.path == dashboard.path || $0.path == "/client.js" || $0.path == "/endpoints.json" }) {
+            nodeDecoder.report(
+                "endpoint path '\(clash.path)' is taken by the dashboard",
+                hint: "move the dashboard (dashboard: {path: /dashboard}) or turn it off (dashboard: {enabled: false})",
+                key: "dashboard"
+            )
+        }
         if flushInterval.nanoseconds > Self.maximumFlushInterval.nanoseconds {
             nodeDecoder.report(
                 "flush_interval \(flushInterval) is too long",
@@ -150,11 +169,13 @@ public struct ListenerConfiguration: Sendable, Decodable {
     public var idleTimeout: ConfigDuration = .seconds(60)
     /// Largest request head (request line and headers); larger → `431` and close.
     public var maxHeaderSize: ConfigByteSize = ConfigByteSize(bytes: 32 * 1024)
+    /// TLS for `https://` and `wss://`; plain HTTP when nil.
+    public var tls: ListenerTLSConfiguration?
 
     public init() {}
 
     enum CodingKeys: String, CodingKey {
-        case host, port
+        case host, port, tls
         case maxConnections = "max_connections"
         case maxConnectionsPerIP = "max_connections_per_ip"
         case handshakeTimeout = "handshake_timeout"
@@ -171,6 +192,7 @@ public struct ListenerConfiguration: Sendable, Decodable {
         handshakeTimeout = try container.value(.handshakeTimeout, default: .seconds(10))
         idleTimeout = try container.value(.idleTimeout, default: .seconds(60))
         maxHeaderSize = try container.value(.maxHeaderSize, default: ConfigByteSize(bytes: 32 * 1024))
+        tls = try container.decodeIfPresent(ListenerTLSConfiguration.self, forKey: .tls)
         guard let node = decoder as? NodeDecoder else { return }
         if !(0...65535).contains(port) {
             node.report("port \(port) is out of range", hint: "use 1–65535, or 0 for any free port", key: "port")
@@ -213,6 +235,9 @@ public struct SourceConfiguration: Sendable, Decodable {
     public var receivesOnEveryInstance = false
     /// Position in the file, for later diagnostics.
     var position: ConfigPosition?
+    /// The block's canonical text (``DecodingSession/fingerprint(of:excluding:)``): a reload
+    /// keeps a source running when its fingerprint did not change.
+    public var fingerprint = ""
 
     enum CodingKeys: String, CodingKey { case name, plugin, retain, run }
 
@@ -232,6 +257,7 @@ public struct SourceConfiguration: Sendable, Decodable {
         run = try container.value(.run, default: .everywhere)
         guard let nodeDecoder = decoder as? NodeDecoder else { throw ReportedError() }
         position = nodeDecoder.node.mark
+        fingerprint = nodeDecoder.session.fingerprint(of: nodeDecoder.node)
         let registry = nodeDecoder.session.registry
         guard !plugin.isEmpty else { throw ReportedError() }
         guard let factory = registry.sources[plugin] else {
@@ -248,3 +274,96 @@ public struct SourceConfiguration: Sendable, Decodable {
 typealias ConfigPosition = Yams.Mark
 
 import Yams
+
+/// `shutdown:`: what SIGTERM (or SIGINT) does. The gateway stops accepting, then closes its
+/// WebSocket clients with 1001 spread evenly over `drain` while deliveries go on to the
+/// rest; each close reason says when to come back (`reconnect_after_ms=N`, a random delay
+/// up to `reconnect_jitter`), so one instance's clients do not all return in the same
+/// second. Sources stop last. A second signal closes everything at once.
+public struct ShutdownConfiguration: Sendable, Decodable, Equatable {
+    /// The window over which clients are closed.
+    public var drain: ConfigDuration = .seconds(5)
+    /// How long a closed client has to answer the close handshake.
+    public var grace: ConfigDuration = .seconds(2)
+    /// The largest reconnect delay suggested in a close reason.
+    public var reconnectJitter: ConfigDuration = .seconds(5)
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey {
+        case drain, grace
+        case reconnectJitter = "reconnect_jitter"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        drain = try container.value(.drain, default: .seconds(5))
+        grace = try container.value(.grace, default: .seconds(2))
+        reconnectJitter = try container.value(.reconnectJitter, default: .seconds(5))
+        guard let node = decoder as? NodeDecoder else { return }
+        if drain.nanoseconds < 0 || drain.nanoseconds > 600_000_000_000 {
+            node.report("drain must be between 0s and 10m, got \(drain)", key: "drain")
+        }
+        if grace.nanoseconds < 0 || grace.nanoseconds > 60_000_000_000 {
+            node.report("grace must be between 0s and 1m, got \(grace)", key: "grace")
+        }
+        if reconnectJitter.nanoseconds < 0 || reconnectJitter.nanoseconds > 600_000_000_000 {
+            node.report("reconnect_jitter must be between 0s and 10m, got \(reconnectJitter)", key: "reconnect_jitter")
+        }
+    }
+}
+
+/// `dashboard:`: a page to watch and try the gateway (default at `/`), the JavaScript client
+/// it uses at `/client.js` and the endpoint list at `/endpoints.json`.
+public struct DashboardConfiguration: Sendable, Decodable, Equatable {
+    public var enabled = true
+    /// Where the page is served.
+    public var path = "/"
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey { case enabled, path }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        enabled = try container.value(.enabled, default: true)
+        path = try container.value(.path, default: "/")
+        guard let node = decoder as? NodeDecoder else { return }
+        if !path.hasPrefix("/") || path.contains("?") || path.contains(" ") {
+            node.report("dashboard path must start with '/' and contain no query or spaces, got '\(path)'", key: "path")
+        }
+        if ["/client.js", "/endpoints.json", "/healthz", "/readyz", "/stats", "/metrics"].contains(path) || path.hasPrefix("/admin/") {
+            node.report("dashboard path '\(path)' is taken by a built-in route", hint: "e.g. /dashboard", key: "path")
+        }
+    }
+}
+
+/// `listener.tls`: serve `https://` and `wss://` with these PEM files (TLS 1.2 and newer).
+/// The files are read again on every reload.
+public struct ListenerTLSConfiguration: Sendable, Decodable, Equatable {
+    /// PEM certificate chain, leaf first.
+    public var certificate: String
+    /// PEM private key.
+    public var key: String
+
+    enum CodingKeys: String, CodingKey { case certificate, key }
+
+    public init(certificate: String, key: String) {
+        self.certificate = certificate
+        self.key = key
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        certificate = try container.decode(String.self, forKey: .certificate)
+        key = try container.decode(String.self, forKey: .key)
+        guard let node = decoder as? NodeDecoder else { return }
+        for (name, path) in [("certificate", certificate), ("key", key)] where !path.isEmpty {
+            if !FileManager.default.isReadableFile(atPath: path) {
+                node.report("cannot read the TLS \(name) file '\(path)'", hint: "a PEM file readable by the gateway's user", key: name)
+            }
+        }
+    }
+}
+
+import Foundation

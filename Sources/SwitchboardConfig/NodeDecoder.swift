@@ -48,6 +48,12 @@ struct NodeDecoder: Decoder, ConfigShapeProbing {
         }
     }
 
+    /// The value of `key` when this node is a mapping that has it.
+    func mappingValue(_ key: String) -> NodeDecoder? {
+        guard case .mapping(let mapping) = node, let value = mapping.first(where: { $0.key.scalar?.string == key })?.value else { return nil }
+        return NodeDecoder(session: session, node: value, path: path + [.key(key)], plugin: plugin)
+    }
+
     /// Records a problem at this node, or at the value of `key` when given and present.
     func report(_ message: String, hint: String? = nil, key: String? = nil) {
         var mark = node.mark

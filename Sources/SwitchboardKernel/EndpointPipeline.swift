@@ -3,7 +3,7 @@ import SwitchboardCore
 
 /// One endpoint folded into an immutable value at start-up: encoders resolved to variants,
 /// filters built, limits in plain numbers. Nothing is looked up by name per message.
-public struct EndpointPipeline: Sendable {
+public final class EndpointPipeline: Sendable {
     /// An encoder a client may pick, with the kernel variant it maps to.
     public struct EncoderChoice: Sendable {
         public let encoder: any EventEncoder

@@ -11,10 +11,15 @@ public struct GatewayAssembly: Sendable {
     public let kernel: Kernel
     public let pipelines: [EndpointPipeline]
     public let sources: [(name: String, source: any EventSource)]
-    public let routes: [HTTPRoute]
+    /// The HTTP routes each source registered (webhooks), by source name.
+    public let sourceRoutes: [String: [HTTPRoute]]
+    /// Every source's routes.
+    public var routes: [HTTPRoute] { sourceRoutes.keys.sorted().flatMap { sourceRoutes[$0] ?? [] } }
     public let supervisor: SourceSupervisor
     /// Set by the server so timers can publish the gateway's stats.
     public let statsProvider: StatsProviderBox
+    /// Builds sources for this kernel (at start and on reload).
+    public let sourceFactory: SourceFactory
 
     /// Builds encoders, filters and sources. Throws when a plugin's `build` refuses.
     public static func assemble(
@@ -52,80 +57,100 @@ public struct GatewayAssembly: Sendable {
 
         var pipelines: [EndpointPipeline] = []
         for endpoint in configuration.endpoints {
-            var filters: [any Filter] = []
-            var denials: [FilterDenials] = []
-            for filter in endpoint.filters {
-                var filterLogger = logger
-                filterLogger[metadataKey: "filter"] = .string(filter.plugin)
-                let record = FilterDenials(filter: filter.plugin, endpoint: endpoint.path, logger: filterLogger)
-                denials.append(record)
-                filters.append(try await filter.builder.build(FilterContext(endpointPath: endpoint.path, logger: filterLogger, denials: record)))
-            }
-            let choices = endpoint.encoders.compactMap { name -> EndpointPipeline.EncoderChoice? in
-                guard let variant = variants.variant(forEncoder: name) else { return nil }
-                return .init(encoder: variants.entries[variant.index].encoder, variant: variant)
-            }
-            pipelines.append(
-                EndpointPipeline(
-                    path: endpoint.path,
-                    encoders: choices,
-                    topics: endpoint.topics,
-                    defaultSubscriptions: endpoint.subscribe,
-                    filters: filters,
-                    filterDenials: denials,
-                    heartbeatInterval: endpoint.heartbeat.interval.duration,
-                    heartbeatTimeout: endpoint.heartbeat.timeout.duration,
-                    maxMessageSize: endpoint.maxMessageSize.bytes,
-                    maxSubscriptions: endpoint.maxSubscriptions,
-                    maxTopicLength: endpoint.maxTopicLength,
-                    maxMessageDepth: endpoint.maxMessageDepth,
-                    maxMessageRate: endpoint.maxMessageRate > 0 ? Double(endpoint.maxMessageRate) : nil,
-                    sendQueue: endpoint.sendQueue,
-                    mode: endpoint.mode,
-                    closeTimeout: configuration.shutdownGrace.duration,
-                    compression: Self.compression(endpoint.compression),
-                    permissions: endpoint.permissions
-                )
-            )
+            pipelines.append(try await makePipeline(endpoint, variants: variants, shutdownGrace: configuration.shutdownGrace, logger: logger))
         }
 
         let supervisor = SourceSupervisor(logger: logger)
         let statsProvider = StatsProviderBox()
-        let routes = RouteCollector()
+        let builder = SourceFactory(kernel: kernel, supervisor: supervisor, statsProvider: statsProvider, forward: forward, logger: logger)
         var sources: [(name: String, source: any EventSource)] = []
+        var routes: [String: [HTTPRoute]] = [:]
         for source in configuration.sources {
-            var sourceLogger = logger
-            sourceLogger[metadataKey: "source"] = .string(source.name)
-            let context = KernelSourceContext(
-                sourceName: source.name,
-                logger: sourceLogger,
-                kernel: kernel,
-                retain: source.retain,
-                // Events every instance receives by itself are not forwarded (twice).
-                forward: source.receivesOnEveryInstance && source.run == .everywhere ? nil : forward,
-                routes: routes,
-                supervisor: supervisor,
-                statsProvider: statsProvider
-            )
-            supervisor.register(name: source.name, plugin: source.plugin)
-            do {
-                sources.append((source.name, try await source.builder.build(context)))
-            } catch {
-                throw AssemblyError("source '\(source.name)' (\(source.plugin)): \(error)")
-            }
+            let built = try await builder.build(source)
+            sources.append((source.name, built.source))
+            routes[source.name] = built.routes
         }
         return GatewayAssembly(
             kernel: kernel,
             pipelines: pipelines,
             sources: sources,
-            routes: routes.all,
+            sourceRoutes: routes,
             supervisor: supervisor,
-            statsProvider: statsProvider
+            statsProvider: statsProvider,
+            sourceFactory: builder
         )
     }
 }
 
 extension GatewayAssembly {
+    /// Builds one endpoint's pipeline: its filters, and its encoders resolved to the
+    /// kernel's variants (at start and when a reload adds or changes the endpoint).
+    public static func makePipeline(
+        _ endpoint: EndpointConfiguration, variants: VariantTable, shutdownGrace: ConfigDuration, logger: Logger
+    ) async throws -> EndpointPipeline {
+        var filters: [any Filter] = []
+        var denials: [FilterDenials] = []
+        for filter in endpoint.filters {
+            var filterLogger = logger
+            filterLogger[metadataKey: "filter"] = .string(filter.plugin)
+            let record = FilterDenials(filter: filter.plugin, endpoint: endpoint.path, logger: filterLogger)
+            denials.append(record)
+            filters.append(try await filter.builder.build(FilterContext(endpointPath: endpoint.path, logger: filterLogger, denials: record)))
+        }
+        let choices = endpoint.encoders.compactMap { name -> EndpointPipeline.EncoderChoice? in
+            guard let variant = variants.variant(forEncoder: name) else { return nil }
+            return .init(encoder: variants.entries[variant.index].encoder, variant: variant)
+        }
+        return EndpointPipeline(
+            path: endpoint.path,
+            encoders: choices,
+            topics: endpoint.topics,
+            defaultSubscriptions: endpoint.subscribe,
+            filters: filters,
+            filterDenials: denials,
+            heartbeatInterval: endpoint.heartbeat.interval.duration,
+            heartbeatTimeout: endpoint.heartbeat.timeout.duration,
+            maxMessageSize: endpoint.maxMessageSize.bytes,
+            maxSubscriptions: endpoint.maxSubscriptions,
+            maxTopicLength: endpoint.maxTopicLength,
+            maxMessageDepth: endpoint.maxMessageDepth,
+            maxMessageRate: endpoint.maxMessageRate > 0 ? Double(endpoint.maxMessageRate) : nil,
+            sendQueue: endpoint.sendQueue,
+            mode: endpoint.mode,
+            closeTimeout: shutdownGrace.duration,
+            compression: Self.compression(endpoint.compression),
+            permissions: endpoint.permissions
+        )
+    }
+
+    /// What a running kernel cannot take from `configuration` without a restart: the
+    /// wire variants (encoder × compression profile), history rules and flush interval are
+    /// fixed when the kernel is built. Empty when `configuration` fits this kernel.
+    public func restartRequirements(for configuration: GatewayConfiguration, running: GatewayConfiguration) -> [String] {
+        var problems: [String] = []
+        for endpoint in configuration.endpoints {
+            for name in endpoint.encoders where kernel.variants.variant(forEncoder: name) == nil {
+                problems.append("endpoint \(endpoint.path): encoder '\(name)' is new to this process")
+            }
+            if endpoint.compression.mode != .off {
+                let profile = Self.profile(endpoint.compression)
+                for name in endpoint.encoders
+                where kernel.variants.variant(forEncoder: name, profile: profile, windowBits: CompressionProfile.windowBits.first ?? 15) == nil {
+                    problems.append("endpoint \(endpoint.path): compression level/mem_level/min_size of encoder '\(name)' are new to this process")
+                }
+            }
+        }
+        func rules(_ configuration: GatewayConfiguration) -> [String] {
+            configuration.endpoints.compactMap { endpoint in
+                guard let history = endpoint.history, endpoint.mode == .pubsub else { return nil }
+                return "\((history.topics ?? endpoint.topics).map(\.text)) \(history.size) \(history.ttl.nanoseconds)"
+            }.sorted()
+        }
+        if rules(configuration) != rules(running) { problems.append("history: the kept topics, sizes or ttls changed") }
+        if configuration.flushInterval.nanoseconds != running.flushInterval.nanoseconds { problems.append("flush_interval changed") }
+        return problems
+    }
+
     static func profile(_ configuration: CompressionConfiguration) -> CompressionProfile {
         CompressionProfile(level: configuration.level, memLevel: configuration.memLevel, minSize: configuration.minSize.bytes)
     }
@@ -164,6 +189,42 @@ public final class StatsProviderBox: Sendable {
     public func snapshot() async -> JSONValue {
         guard let function = provider.withLockedValue({ $0 }) else { return .object(JSONObject()) }
         return await function()
+    }
+}
+
+/// Builds sources against one kernel, with the routes each registers (at start and on
+/// reload).
+public struct SourceFactory: Sendable {
+    let kernel: Kernel
+    public let supervisor: SourceSupervisor
+    let statsProvider: StatsProviderBox
+    let forward: (@Sendable (Event, Bool) -> Bool)?
+    let logger: Logger
+
+    /// Builds `source`; with `register`, declares it to the supervisor first (as
+    /// `starting`). A reload registers later, once the source it replaces has stopped.
+    public func build(_ source: SourceConfiguration, register: Bool = true) async throws -> (source: any EventSource, routes: [HTTPRoute]) {
+        var sourceLogger = logger
+        sourceLogger[metadataKey: "source"] = .string(source.name)
+        let routes = RouteCollector()
+        let context = KernelSourceContext(
+            sourceName: source.name,
+            logger: sourceLogger,
+            kernel: kernel,
+            retain: source.retain,
+            // Events every instance receives by itself are not forwarded (twice).
+            forward: source.receivesOnEveryInstance && source.run == .everywhere ? nil : forward,
+            routes: routes,
+            supervisor: supervisor,
+            statsProvider: statsProvider
+        )
+        if register { supervisor.register(name: source.name, plugin: source.plugin) }
+        do {
+            return (try await source.builder.build(context), routes.all)
+        } catch {
+            if register { supervisor.unregister(name: source.name) }
+            throw AssemblyError("source '\(source.name)' (\(source.plugin)): \(error)")
+        }
     }
 }
 

@@ -33,7 +33,13 @@ public final class SourceSupervisor: Sendable {
     /// Declares a source so it shows up as `starting` before it runs.
     public func register(name: String, plugin: String) {
         states.withLockedValue { $0[name] = SourceStatus(name: name, plugin: plugin, health: .starting, since: UnixTime.nowMilliseconds(), restarts: 0) }
-        order.withLockedValue { $0.append(name) }
+        order.withLockedValue { if !$0.contains(name) { $0.append(name) } }
+    }
+
+    /// Forgets a source (removed by a reload): it leaves `/readyz` and `/stats`.
+    public func unregister(name: String) {
+        states.withLockedValue { $0[name] = nil }
+        order.withLockedValue { $0.removeAll { $0 == name } }
     }
 
     /// Records a health change; logs only when the state label changes.

@@ -18,33 +18,61 @@ import SwitchboardKernel
 ///
 /// ```swift
 /// let gateway = try await Gateway.make(configuration: config, registry: registry, logger: logger)
-/// try await gateway.run()   // until SIGINT/SIGTERM
+/// try await gateway.run()   // until SIGINT/SIGTERM; SIGHUP reloads
 /// ```
 public final class Gateway: Sendable {
-    public let configuration: GatewayConfiguration
+    /// The configuration the gateway started with.
+    public let initialConfiguration: GatewayConfiguration
     public let assembly: GatewayAssembly
-    let endpoints: [String: EndpointRuntime]
+    /// The endpoints by path (a reload replaces the table).
+    let endpoints: EndpointTable
     let logger: Logger
     let eventLoopGroup: any EventLoopGroup
     let started = UnixTime.nowMilliseconds()
     /// The cluster bus, when `cluster:` is configured.
     let bus: ClusterBus?
-    /// What the supervisor runs: the assembled sources (`run: once` ones behind their
+    /// What the supervisor runs first: the assembled sources (`run: once` ones behind their
     /// lease) and the cluster bus subscription.
-    let runnableSources: [(name: String, source: any EventSource)]
+    let initialSources: [(name: String, source: any EventSource)]
+    let sourceRunner: SourceRunner
     /// Open sockets overall and per address, against the listener's limits.
     let connectionLimiter: ConnectionLimiter
     /// Refusals before any endpoint: connection limits, handshake timeouts, bad requests.
     let listenerRefusals: RefusalCounters
+    /// What a reload may change, and the routes it installs.
+    let live: NIOLockedValueBox<LiveState>
+    /// Reads the configuration again (file, environment, command-line overrides) for a
+    /// reload; nil when the gateway runs the built-in configuration.
+    let reloadSource: (@Sendable () throws(ConfigurationError) -> GatewayConfiguration)?
+    /// The certificate and key in use, read again on every reload.
+    let tls: TLSContextBox?
+    let reloads = ReloadCounters()
+    let drain = DrainState()
     private let boundPort = NIOLockedValueBox<Int?>(nil)
     private let serviceGroup = NIOLockedValueBox<ServiceGroup?>(nil)
+    private let drainTask = NIOLockedValueBox<Task<Void, Never>?>(nil)
 
-    /// Builds everything; nothing listens yet.
+    /// The parts of the configuration in force that a reload replaces.
+    struct LiveState: Sendable {
+        var configuration: GatewayConfiguration
+        /// Each source's HTTP routes (webhooks), by source name.
+        var sourceRoutes: [String: [HTTPRoute]]
+        /// The admin key in force (config, else `SWITCHBOARD_ADMIN_KEY`); nil = no admin API.
+        var adminKey: String?
+    }
+
+    /// The configuration in force (the last one a reload applied).
+    public var configuration: GatewayConfiguration { live.withLockedValue { $0.configuration } }
+
+    /// Builds everything; nothing listens yet. `reload` reads the configuration again for
+    /// SIGHUP and `POST /admin/reload`; without it a reload reports that there is nothing to
+    /// read.
     public static func make(
         configuration: GatewayConfiguration,
         registry: PluginRegistry,
         logger: Logger,
-        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        reload: (@Sendable () throws(ConfigurationError) -> GatewayConfiguration)? = nil
     ) async throws -> Gateway {
         // Sources are built before the bus exists (the bus needs the kernel), so their
         // forwarding goes through a box filled right after.
@@ -56,6 +84,7 @@ public final class Gateway: Sendable {
                 return bus.route(event, retain: retain)
             }
         }
+        let tls = try configuration.listener.tls.map { try TLSContextBox(configuration: $0) }
         let assembly = try await GatewayAssembly.assemble(
             configuration: configuration,
             registry: registry,
@@ -70,17 +99,25 @@ public final class Gateway: Sendable {
             busBox.withLockedValue { $0 = created }
             if assembly.kernel.historyIsShared { assembly.kernel.sharedHistoryStore = created }
             bus = created
-            let supervisor = assembly.supervisor
             sources = sources.map { entry in
-                guard configuration.sources.first(where: { $0.name == entry.name })?.run == .once else { return entry }
-                let name = entry.name
-                return (name, LeasedSource(name: name, inner: entry.source, bus: created) { supervisor.update(name: name, health: $0) })
+                let run = configuration.sources.first(where: { $0.name == entry.name })?.run ?? .everywhere
+                return (entry.name, Self.leased(entry.source, name: entry.name, run: run, bus: created, supervisor: assembly.supervisor))
             }
+            let supervisor = assembly.supervisor
             supervisor.register(name: "cluster-bus", plugin: "cluster")
             sources.append(("cluster-bus", created.subscriber { supervisor.update(name: "cluster-bus", health: $0) }))
             created.connectPublisher()
         }
-        return Gateway(configuration: configuration, assembly: assembly, bus: bus, sources: sources, logger: logger, eventLoopGroup: eventLoopGroup)
+        return Gateway(
+            configuration: configuration, assembly: assembly, bus: bus, sources: sources, logger: logger,
+            eventLoopGroup: eventLoopGroup, reload: reload, tls: tls
+        )
+    }
+
+    /// A `run: once` source runs behind its cluster lease.
+    static func leased(_ source: any EventSource, name: String, run: SourceRunPolicy, bus: ClusterBus?, supervisor: SourceSupervisor) -> any EventSource {
+        guard run == .once, let bus else { return source }
+        return LeasedSource(name: name, inner: source, bus: bus) { supervisor.update(name: name, health: $0) }
     }
 
     private init(
@@ -89,32 +126,45 @@ public final class Gateway: Sendable {
         bus: ClusterBus?,
         sources: [(name: String, source: any EventSource)],
         logger: Logger,
-        eventLoopGroup: any EventLoopGroup
+        eventLoopGroup: any EventLoopGroup,
+        reload: (@Sendable () throws(ConfigurationError) -> GatewayConfiguration)?,
+        tls: TLSContextBox?
     ) {
-        self.configuration = configuration
+        self.initialConfiguration = configuration
         self.assembly = assembly
         self.bus = bus
-        self.runnableSources = sources
+        self.initialSources = sources
+        self.sourceRunner = SourceRunner(supervisor: assembly.supervisor)
         self.logger = logger
         self.eventLoopGroup = eventLoopGroup
+        self.reloadSource = reload
+        self.tls = tls
         var endpoints: [String: EndpointRuntime] = [:]
         for pipeline in assembly.pipelines {
             let transports = configuration.endpoints.first { $0.path == pipeline.path }?.transports ?? [.websocket]
-            endpoints[pipeline.path] = EndpointRuntime(pipeline: pipeline, transports: Set(transports), logger: logger)
+            let runtime = EndpointRuntime(pipeline: pipeline, transports: Set(transports), logger: logger)
+            runtime.drainIsPaced.store(true, ordering: .relaxed)
+            endpoints[pipeline.path] = runtime
         }
-        self.endpoints = endpoints
+        self.endpoints = EndpointTable(endpoints)
         self.connectionLimiter = ConnectionLimiter(
             maxConnections: configuration.listener.maxConnections,
             maxConnectionsPerIP: configuration.listener.maxConnectionsPerIP
         )
         self.listenerRefusals = RefusalCounters(scope: "listener", logger: logger)
+        self.live = NIOLockedValueBox(LiveState(configuration: configuration, sourceRoutes: assembly.sourceRoutes, adminKey: Self.adminKey(configuration)))
+    }
+
+    static func adminKey(_ configuration: GatewayConfiguration) -> String? {
+        (configuration.adminKey ?? ProcessInfo.processInfo.environment["SWITCHBOARD_ADMIN_KEY"]).flatMap { $0.isEmpty ? nil : $0 }
     }
 
     /// The port actually bound (useful with port 0), once the server runs.
     public var port: Int? { boundPort.withLockedValue { $0 } }
 
-    /// Runs until SIGINT/SIGTERM (when `handleSignals`) or ``shutdown()``: closes WebSocket
-    /// clients with 1001, stops sources, then returns.
+    /// Runs until SIGINT/SIGTERM (when `handleSignals`) or ``shutdown()``: stops accepting,
+    /// closes WebSocket clients with 1001 spread over `shutdown.drain`, stops sources, then
+    /// returns. SIGHUP reloads the configuration.
     public func run(handleSignals: Bool = true, onRunning: (@Sendable (Int) async -> Void)? = nil) async throws {
         assembly.statsProvider.set { [self] in await self.statsSnapshot() }
         let router = Router(context: GatewayRequestContext.self)
@@ -131,13 +181,13 @@ public final class Gateway: Sendable {
             maxHeaderSize: listenerConfiguration.maxHeaderSize.bytes,
             refusals: listenerRefusals
         )
+        let tls = self.tls
         let server = HTTPServerBuilder { responder in
-            GatewayChildChannel(responder: responder, endpoints: endpoints, kernel: kernel, limits: limits, logger: logger)
+            GatewayChildChannel(responder: responder, endpoints: endpoints, kernel: kernel, limits: limits, tls: tls, logger: logger)
         }
-        let listener = configuration.listener
-        let routes = assembly.routes
+        let listener = listenerConfiguration
         let application = Application(
-            router: router,
+            responder: GatewayResponder(fixed: router.buildResponder(), gateway: self),
             server: server,
             // The kernel caps the backlog at net.core.somaxconn; Hummingbird's 256 overflowed
             // under reconnect bursts (clients then wait for SYN retries).
@@ -146,11 +196,14 @@ public final class Gateway: Sendable {
                 let port = channel.localAddress?.port ?? listener.port
                 self.boundPort.withLockedValue { $0 = port }
                 let displayHost = listener.host == "0.0.0.0" || listener.host == "::" ? "localhost" : listener.host
-                let base = "http://\(displayHost):\(port)"
+                let scheme = tls == nil ? "" : "s"
+                let base = "http\(scheme)://\(displayHost):\(port)"
                 logger.info("switchboard listening", metadata: [
                     "address": .string("\(listener.host):\(port)"),
-                    "endpoints": .string(endpoints.keys.sorted().map { "ws://\(displayHost):\(port)\($0)" }.joined(separator: " ")),
+                    "endpoints": .string(endpoints.all.keys.sorted().map { "ws\(scheme)://\(displayHost):\(port)\($0)" }.joined(separator: " ")),
                 ])
+                let (routes, dashboard) = self.live.withLockedValue { ($0.sourceRoutes.values.flatMap { $0 }, $0.configuration.dashboard) }
+                if dashboard.enabled { logger.notice("dashboard: \(base)\(dashboard.path)") }
                 for route in routes {
                     if let announcement = route.announcement?(base) {
                         for line in announcement.split(separator: "\n") { logger.notice("\(line)") }
@@ -161,62 +214,128 @@ public final class Gateway: Sendable {
             eventLoopGroupProvider: .shared(eventLoopGroup),
             logger: logger
         )
-        let sources = SourcesService(supervisor: assembly.supervisor, sources: runnableSources)
-        let group = ServiceGroup(
-            configuration: .init(
-                services: [
-                    .init(service: sources, successTerminationBehavior: .ignore),
-                    .init(service: application, successTerminationBehavior: .gracefullyShutdownGroup),
-                ],
-                gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [],
-                logger: logger
-            )
-        )
+        // Sources run outside the service group: they stop last, after the drain, while the
+        // HTTP server stops first (its end does not wait for WebSocket connections).
+        for (name, source) in initialSources { sourceRunner.start(name: name, source: source) }
+        let group = ServiceGroup(configuration: .init(services: [.init(service: application)], logger: logger))
         serviceGroup.withLockedValue { $0 = group }
         let limiter = connectionLimiter
         let trimmer = MemoryTrimmer(on: eventLoopGroup.next()) { limiter.openConnections }
         defer { trimmer.cancel() }
-        try await group.run()
-        await waitForWebSocketClients()
+        let signals = handleSignals ? Task { await self.handleSignals() } : nil
+        defer { signals?.cancel() }
+        var failure: (any Error)?
+        do { try await group.run() } catch { failure = error }
+        // Also when the server ended on its own: its clients are closed before the sources.
+        await shutdown()
+        await sourceRunner.stopAll()
         logger.info("switchboard stopped")
+        if let failure { throw failure }
+    }
+
+    /// SIGTERM and SIGINT drain (a second one ends at once); SIGHUP reloads.
+    private func handleSignals() async {
+        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint, .sighup)
+        for await signal in signals {
+            switch signal {
+            case .sighup:
+                Task { _ = await self.reload(trigger: "SIGHUP") }
+            default:
+                if drain.start() {
+                    Task { await self.shutdown() }
+                } else {
+                    logger.notice("second signal: closing every connection now", metadata: ["signal": "\(signal)"])
+                    drain.hurry()
+                }
+            }
+        }
     }
 
     /// WebSocket connections are not tasks of the HTTP server, so its end does not wait for
-    /// them: wait here until the quiesced clients have answered the 1001 close (or the close
-    /// timeout has closed them), at most `shutdown_grace` plus a second.
-    private func waitForWebSocketClients() async {
-        let limit = ContinuousClock.now + configuration.shutdownGrace.duration + .seconds(1)
-        while endpoints.values.contains(where: { $0.connections.load(ordering: .relaxed) > 0 }), ContinuousClock.now < limit {
+    /// them: wait here until the closed clients have answered the 1001 close (or the close
+    /// timeout has closed them), at most `shutdown.grace` plus a second.
+    private func waitForWebSocketClients(hurried: Bool) async {
+        let limit = ContinuousClock.now + (hurried ? .milliseconds(500) : configuration.shutdownGrace.duration + .seconds(1))
+        while endpoints.all.values.contains(where: { $0.connections.load(ordering: .relaxed) > 0 }), ContinuousClock.now < limit {
             try? await Task.sleep(for: .milliseconds(10))
         }
     }
 
-    /// Starts a graceful shutdown of a running gateway.
+    /// Shuts a running gateway down as SIGTERM does: stops accepting (the listening socket
+    /// closes, and upgrades already under way get 503), closes WebSocket clients with 1001
+    /// spread over `shutdown.drain` while deliveries continue to the rest, and waits for
+    /// them; ``run(handleSignals:onRunning:)`` then stops the sources and returns. Every
+    /// caller waits for the same drain.
     public func shutdown() async {
+        let task = drainTask.withLockedValue { task in
+            if task == nil { task = Task { await self.drainClients() } }
+            return task
+        }
+        await task?.value
+    }
+
+    private func drainClients() async {
+        _ = drain.start()
+        endpoints.draining.store(true, ordering: .relaxed)
         let group = serviceGroup.withLockedValue { $0 }
         await group?.triggerGracefulShutdown()
+        let settings = configuration.shutdown
+        let open = endpoints.all.values.flatMap { $0.open.all }
+        logger.notice("draining", metadata: ["clients": "\(open.count)", "window": "\(settings.drain)"])
+        await closePaced(open, over: settings.drain.duration, jitter: settings.reconnectJitter.duration, reason: "server shutting down")
+        // Connections that were being accepted while the drain started.
+        for runtime in endpoints.all.values { runtime.open.send(.close(code: 1001, reason: "server shutting down")) }
+        await waitForWebSocketClients(hurried: drain.isHurried)
+    }
+
+    /// Closes `connections` with 1001 one after another, evenly over `window`, each reason
+    /// carrying a random reconnect delay up to `jitter` (`; reconnect_after_ms=N`). A
+    /// second shutdown signal (``DrainState/hurry()``) closes the rest at once.
+    func closePaced(_ connections: [OpenConnection], over window: Duration, jitter: Duration, reason: String) async {
+        let connections = connections.shuffled()
+        guard !connections.isEmpty else { return }
+        let start = ContinuousClock.now
+        let jitterMilliseconds = max(0, Int(jitter.components.seconds * 1000 + jitter.components.attoseconds / 1_000_000_000_000_000))
+        var next = 0
+        while next < connections.count {
+            let elapsed = ContinuousClock.now - start
+            // Connections due by now: the i-th at window × i / n.
+            var due = connections.count
+            if !drain.isHurried && window > .zero {
+                due = min(connections.count, Int((elapsed / window) * Double(connections.count)) + 1)
+            }
+            while next < due {
+                let delay = Int.random(in: 0...jitterMilliseconds)
+                connections[next].send(.close(code: 1001, reason: "\(reason); reconnect_after_ms=\(delay)"))
+                next += 1
+            }
+            if next < connections.count { try? await Task.sleep(for: .milliseconds(5)) }
+        }
     }
 
     // MARK: routes
 
+    /// The routes that never change: probes, stats, metrics and the admin API. Endpoint
+    /// paths, source routes and the dashboard follow the configuration in force
+    /// (``GatewayResponder``).
     private func addRoutes(to router: Router<GatewayRequestContext>) {
         router.get("/healthz") { _, _ in
             Self.json(["status": "ok"], status: .ok)
         }
         router.get("/readyz") { [self] _, _ in
             let statuses = assembly.supervisor.statuses()
-            let ready = assembly.supervisor.isReady
+            let draining = drain.hasStarted
+            let ready = assembly.supervisor.isReady && !draining
             return Self.json(
                 [
-                    "status": .string(ready ? "ready" : "degraded"),
+                    "status": .string(draining ? "draining" : ready ? "ready" : "degraded"),
                     "sources": .array(statuses.map(Self.sourceJSON)),
                 ],
                 status: ready ? .ok : .serviceUnavailable
             )
         }
-        let adminKey = (configuration.adminKey ?? ProcessInfo.processInfo.environment["SWITCHBOARD_ADMIN_KEY"]).flatMap { $0.isEmpty ? nil : $0 }
         router.get("/stats") { [self] request, _ in
-            Self.json(await statsSnapshot(detailed: Self.hasAdminKey(request.headers, adminKey: adminKey)), status: .ok)
+            Self.json(await statsSnapshot(detailed: Self.hasAdminKey(request.headers, adminKey: live.withLockedValue { $0.adminKey })), status: .ok)
         }
         router.get("/metrics") { [self] _, _ in
             var buffer = ByteBuffer()
@@ -227,61 +346,15 @@ public final class Gateway: Sendable {
                 body: .init(byteBuffer: buffer)
             )
         }
-        let kernel = assembly.kernel
-        let logger = self.logger
-        for (path, runtime) in endpoints {
-            router.get(RouterPath(path)) { request, context in
-                if runtime.transports.contains(.sse) && ServerSentEvents.wantsEventStream(request) {
-                    return await ServerSentEvents.respond(to: request, context: context, runtime: runtime, kernel: kernel, logger: logger)
-                }
-                if runtime.transports.contains(.sse) && !runtime.transports.contains(.websocket) {
-                    return Self.json(
-                        ["error": ["code": "not_acceptable", "message": .string("\(path) streams Server-Sent Events: send Accept: text/event-stream")]],
-                        status: .notAcceptable
-                    )
-                }
-                return Self.json(
-                    ["error": ["code": "upgrade_required", "message": .string("\(path) is a WebSocket endpoint: connect with a WebSocket client")]],
-                    status: .upgradeRequired
-                )
+        router.post("/admin/reload") { [self] request, _ in
+            guard let adminKey = live.withLockedValue({ $0.adminKey }) else {
+                return Self.json(["error": ["code": "admin_disabled", "message": "the admin API is off: set admin_key or SWITCHBOARD_ADMIN_KEY"]], status: .notFound)
             }
-        }
-        for endpoint in configuration.endpoints {
-            guard let statsPath = endpoint.statsPath, let runtime = endpoints[endpoint.path] else { continue }
-            router.get(RouterPath(statsPath)) { _, _ in
-                Self.json(Self.endpointStats(runtime), status: .ok)
+            guard Self.hasAdminKey(request.headers, adminKey: adminKey) else {
+                return Self.json(["error": ["code": "forbidden", "message": "send the admin key as X-Admin-Key or Authorization: Bearer"]], status: .forbidden)
             }
-        }
-        for route in assembly.routes {
-            let limit = route.maxBodySize
-            let handler = route.handler
-            let authorize = route.authorize
-            let refusals = listenerRefusals
-            router.on(RouterPath(route.path), method: HTTPRequest.Method(route.method) ?? .post) { request, context in
-                var request = request
-                var routeRequest = HTTPRouteRequest(
-                    headers: request.headers.map { (name: $0.name.rawName, value: $0.value) },
-                    query: request.uri.queryParameters.map { (name: String($0.key), value: String($0.value)) },
-                    body: ByteBuffer(),
-                    remoteAddress: context.remoteAddress?.ipAddress
-                )
-                // The headers decide first, before a byte of the body is buffered.
-                // `Connection: close` tells the client not to reuse the connection
-                // (Hummingbird discards the rest of the body).
-                if let refusal = authorize?(routeRequest) {
-                    return Self.response(refusal, extraHeaders: [.connection: "close"])
-                }
-                do {
-                    routeRequest.body = try await request.collectBody(upTo: limit)
-                } catch {
-                    refusals.record(.bodyTooLarge)
-                    return Self.json(
-                        ["error": ["code": "body_too_large", "message": .string("request body is larger than \(limit) bytes")]],
-                        status: .contentTooLarge
-                    )
-                }
-                return Self.response(await handler(routeRequest))
-            }
+            let outcome = await reload(trigger: "POST /admin/reload")
+            return Self.json(outcome.json, status: outcome.applied ? .ok : .unprocessableContent)
         }
     }
 
@@ -343,8 +416,8 @@ public final class Gateway: Sendable {
             text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"").replacingOccurrences(of: "\n", with: "\\n")
         }
         let counters = assembly.kernel.counters
-        let paths = endpoints.keys.sorted()
-        let runtimes = paths.compactMap { path in endpoints[path].map { (path, $0) } }
+        let table = endpoints.all
+        let runtimes = table.keys.sorted().compactMap { path in table[path].map { (path, $0) } }
         metric("connections", "gauge", "Open WebSocket connections.", runtimes.map { ("endpoint=\"\(label($0.0))\"", $0.1.connections.load(ordering: .relaxed)) })
         metric("connections_accepted_total", "counter", "WebSocket upgrades accepted.", runtimes.map { ("endpoint=\"\(label($0.0))\"", $0.1.accepted.load(ordering: .relaxed)) })
         metric("connections_rejected_total", "counter", "WebSocket upgrades refused.", runtimes.map { ("endpoint=\"\(label($0.0))\"", $0.1.rejected.load(ordering: .relaxed)) })
@@ -410,8 +483,9 @@ public final class Gateway: Sendable {
         let counters = assembly.kernel.counters
         var perEndpoint = JSONObject()
         var totalConnections = 0
-        for path in endpoints.keys.sorted() {
-            guard let runtime = endpoints[path] else { continue }
+        let table = endpoints.all
+        for path in table.keys.sorted() {
+            guard let runtime = table[path] else { continue }
             let open = runtime.connections.load(ordering: .relaxed)
             totalConnections += open
             perEndpoint[path] = Self.endpointStats(runtime)
@@ -446,21 +520,5 @@ public final class Gateway: Sendable {
             "sources": .array(assembly.supervisor.statuses().map(Self.sourceJSON)),
             "cluster": bus?.stats ?? .null,
         ]
-    }
-}
-
-/// Runs every source under the supervisor until graceful shutdown.
-struct SourcesService: Service {
-    let supervisor: SourceSupervisor
-    let sources: [(name: String, source: any EventSource)]
-
-    func run() async throws {
-        await cancelWhenGracefulShutdown {
-            await withDiscardingTaskGroup { group in
-                for (name, source) in sources {
-                    group.addTask { await supervisor.supervise(name: name, source: source) }
-                }
-            }
-        }
     }
 }

@@ -3,6 +3,7 @@ import Hummingbird
 import HummingbirdCore
 import Logging
 import NIOCore
+import NIOSSL
 import NIOHTTP1
 import NIOHTTPTypes
 import NIOHTTPTypesHTTP1
@@ -80,6 +81,10 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
         let principal: Principal?
         let compression: CompressionSetup?
         var guards: [any ConnectionGuard] = []
+        /// Releases the guards exactly once (on close, or when a reload replaces them).
+        var attachedGuards: AttachedGuards?
+        /// The upgrade request, kept when the endpoint has filters (a reload may re-run them).
+        var request: UpgradeRequest?
         /// Keeps the loop's shard from being skipped until the handler has subscribed.
         var arrival: ArrivalReservation?
     }
@@ -106,16 +111,22 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
     }
 
     let responder: HTTPChannelHandler.Responder
-    let endpoints: [String: EndpointRuntime]
+    let endpoints: EndpointTable
     let kernel: Kernel
     let limits: ListenerLimits
+    /// `listener.tls`: every socket starts with a TLS handshake.
+    let tls: TLSContextBox?
     let logger: Logger
 
-    init(responder: @escaping HTTPChannelHandler.Responder, endpoints: [String: EndpointRuntime], kernel: Kernel, limits: ListenerLimits, logger: Logger) {
+    init(
+        responder: @escaping HTTPChannelHandler.Responder, endpoints: EndpointTable, kernel: Kernel, limits: ListenerLimits,
+        tls: TLSContextBox? = nil, logger: Logger
+    ) {
         self.responder = Self.redirectingLateUpgrades(responder)
         self.endpoints = endpoints
         self.kernel = kernel
         self.limits = limits
+        self.tls = tls
         self.logger = logger
     }
 
@@ -125,6 +136,16 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         let address = channel.remoteAddress?.ipAddress
         let limits = self.limits
+        let secure = tls != nil
+        if let tls {
+            // First in the pipeline, so even a refusal below reaches the client encrypted.
+            do {
+                try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.current))
+            } catch {
+                channel.close(promise: nil)
+                return channel.eventLoop.makeSucceededFuture(Value(upgradeResult: channel.eventLoop.makeFailedFuture(error), channel: channel))
+            }
+        }
         let admission = limits.connections.admit(address)
         switch admission {
         case .tooManyConnections, .tooManyFromAddress:
@@ -198,7 +219,9 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
                             principal: admitted.principal,
                             shard: shard,
                             logger: connectionLogger,
-                            remoteAddress: channel.remoteAddress?.ipAddress
+                            remoteAddress: channel.remoteAddress?.ipAddress,
+                            request: admitted.request,
+                            attachedGuards: admitted.attachedGuards
                         )
                         try channel.pipeline.syncOperations.addHandler(handler)
                         admitted.arrival?.release()  // subscribed in handlerAdded
@@ -216,7 +239,7 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
                         if let errorResponder = try? channel.pipeline.syncOperations.handler(type: HTTPParseErrorResponder.self) {
                             _ = channel.pipeline.syncOperations.removeHandler(errorResponder)
                         }
-                        try channel.pipeline.syncOperations.addHandler(HTTP1ToHTTPServerCodec(secure: false))
+                        try channel.pipeline.syncOperations.addHandler(HTTP1ToHTTPServerCodec(secure: secure))
                         try channel.pipeline.syncOperations.addHandler(HTTPConnectionStateHandler(idleTimeout: limits.idleTimeout.duration, logger: logger))
                         let asyncChannel = try NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>(
                             wrappingChannelSynchronously: channel,
@@ -255,12 +278,16 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
     private static func decide(
         head: HTTPRequestHead,
         channel: any Channel,
-        endpoints: [String: EndpointRuntime],
+        endpoints: EndpointTable,
         kernel: Kernel,
         admission: NIOLoopBoundBox<Admission?>,
         refusal: NIOLoopBoundBox<UpgradeRefusal?>
     ) -> EventLoopFuture<HTTPHeaders?> {
         let (path, query) = RequestTarget.split(head.uri)
+        if endpoints.draining.load(ordering: .relaxed) {
+            refusal.value = UpgradeRefusal(status: 503, code: "shutting_down", message: "the gateway is shutting down; connect again (another instance)", retryAfter: 1)
+            return channel.eventLoop.makeSucceededFuture(nil)
+        }
         guard let runtime = endpoints[path], runtime.transports.contains(.websocket) else {
             refusal.value = UpgradeRefusal(status: 404, code: "not_found", message: "no WebSocket endpoint at \(path)")
             return channel.eventLoop.makeSucceededFuture(nil)
@@ -300,11 +327,11 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
             switch decision {
             case .admit(let principal, let guards):
                 // Reservations end with the socket, whatever happens to the upgrade.
-                if !guards.isEmpty {
-                    channel.closeFuture.whenComplete { _ in for guardian in guards { guardian.connectionClosed() } }
-                }
+                let attached = AttachedGuards(guards)
+                channel.closeFuture.whenComplete { _ in attached.releaseAll() }
                 admission.value = Admission(
                     runtime: runtime, choice: negotiated.0, principal: principal, compression: compression, guards: guards,
+                    attachedGuards: attached, request: request.keptForConnection(),
                     arrival: Self.reserveArrival(kernel: kernel, channel: channel)
                 )
                 return responseHeaders

@@ -90,8 +90,13 @@ enum ServerSentEvents {
         channel.eventLoop.execute {
             sse.start(lastEventID: lastEventID.flatMap(SSEStream.PositionVector.init), lastEventIDGiven: lastEventID?.isEmpty == false)
         }
-        // The socket closing ends the stream, even when nothing is being written.
-        channel.closeFuture.whenComplete { _ in channel.eventLoop.execute { sse.end() } }
+        // The socket closing ends the stream, even when nothing is being written. A drain or
+        // a reload that changes the endpoint ends it too.
+        runtime.open.add(OpenConnection(channel: channel, request: nil) { channel.eventLoop.execute { sse.end() } })
+        channel.closeFuture.whenComplete { _ in
+            runtime.open.remove(channel)
+            channel.eventLoop.execute { sse.end() }
+        }
 
         var responseHeaders = HTTPFields()
         responseHeaders[.contentType] = "text/event-stream; charset=utf-8"

@@ -28,12 +28,17 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber 
     public typealias OutboundOut = ByteBuffer
 
     let runtime: EndpointRuntime
-    var pipeline: EndpointPipeline { runtime.pipeline }
+    /// The endpoint's pipeline as this connection got it (a reload that changes filters
+    /// hands it the new one).
+    var pipeline: EndpointPipeline
     let choice: EndpointPipeline.EncoderChoice
     /// Outbound permessage-deflate (replies, echoes, dedicated-mode deliveries).
     let compression: ConnectionCompression?
-    /// Per-connection filter state (rate limits); released by the upgrade code on close.
-    let guards: [any ConnectionGuard]
+    /// Per-connection filter state (rate limits); released by `attachedGuards` on close.
+    var guards: [any ConnectionGuard]
+    let attachedGuards: AttachedGuards?
+    /// The upgrade request (handshake headers dropped), kept for re-running filters.
+    let request: UpgradeRequest?
     let shard: LoopShard
     /// The server's logger, without per-connection metadata: that is added only when a
     /// line is logged (a metadata dictionary per idle connection costs ~900 bytes).
@@ -78,9 +83,14 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber 
         principal: Principal?,
         shard: LoopShard,
         logger: Logger,
-        remoteAddress: String? = nil
+        remoteAddress: String? = nil,
+        request: UpgradeRequest? = nil,
+        attachedGuards: AttachedGuards? = nil
     ) {
         self.runtime = runtime
+        self.pipeline = runtime.pipeline
+        self.request = request
+        self.attachedGuards = attachedGuards
         self.choice = choice
         self.variant = variant
         self.compression = compression
@@ -130,6 +140,7 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber 
         registered = true
         runtime.connections.add(1, ordering: .relaxed)
         runtime.accepted.add(1, ordering: .relaxed)
+        runtime.open.add(OpenConnection(channel: context.channel, request: request))
         perform(session.start(pipeline: pipeline, nowMilliseconds: UnixTime.nowMilliseconds()))
         scheduleHeartbeat(at: heartbeat.tick(now: Self.now()).nextTick)
     }
@@ -147,6 +158,7 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber 
         guard registered else { return }
         registered = false
         runtime.connections.add(-1, ordering: .relaxed)
+        if let channel = context?.channel { runtime.open.remove(channel) }
         _ = inbound.startClose()
         inbound.closed()
         outbound.removeAll()
@@ -169,7 +181,14 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber 
 
     public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is ChannelShouldQuiesceEvent {
-            failConnection(code: 1001, reason: "server shutting down", countAsCause: false)
+            // The gateway's drain closes its connections one by one over the drain window.
+            if !runtime.drainIsPaced.load(ordering: .relaxed) {
+                failConnection(code: 1001, reason: "server shutting down", countAsCause: false)
+            }
+            return
+        }
+        if let command = event as? ConnectionCommand {
+            obey(command)
             return
         }
         // The server allows remote half-closure (for HTTP); a WebSocket peer that stops
@@ -351,6 +370,27 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber 
             handler.shard.send(replay.events, to: handler)
             // After the replay, which the floor would otherwise filter.
             if let floor, let epoch = replay.history?.position?.epoch { handler.resumeFloors[topic] = StreamPosition(epoch: epoch, offset: floor) }
+        }
+    }
+
+    // MARK: commands from the gateway (drain, reload)
+
+    private func obey(_ command: ConnectionCommand) {
+        guard registered, inbound.isOpen else { return }
+        switch command {
+        case .close(let code, let reason):
+            failConnection(code: code, reason: reason, countAsCause: false)
+        case .refiltered(_, .refuse(_, let reason, _)):
+            failConnection(code: 1008, reason: "refused after a configuration reload: " + reason, countAsCause: false)
+        case .refiltered(let pipeline, .admit(let principal, let newGuards)):
+            self.pipeline = pipeline
+            if let attachedGuards {
+                attachedGuards.replace(with: newGuards)
+            } else {
+                for guardian in guards { guardian.connectionClosed() }
+            }
+            guards = newGuards
+            perform(session.adopt(principal, pipeline: pipeline, nowMilliseconds: UnixTime.nowMilliseconds()))
         }
     }
 

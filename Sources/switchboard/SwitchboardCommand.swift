@@ -47,33 +47,43 @@ struct Run: AsyncParsableCommand {
 
         let environment = ProcessInfo.processInfo.environment
         let loader = ConfigurationLoader(registry: BuiltinPlugins.registry, environment: environment)
-        var configuration: GatewayConfiguration
-        do {
-            if let config {
-                configuration = try loader.load(contentsOf: config)
+        let file = config
+        let (port, host) = (self.port, self.host)
+        if let port, !(0...65535).contains(port) { throw ValidationError("--port must be between 0 and 65535") }
+        // Read at start and again on every reload (SIGHUP, POST /admin/reload), with the
+        // same environment and command-line overrides.
+        let read: @Sendable () throws(ConfigurationError) -> GatewayConfiguration = { () throws(ConfigurationError) -> GatewayConfiguration in
+            var configuration: GatewayConfiguration
+            if let file {
+                configuration = try loader.load(contentsOf: file)
             } else {
                 configuration = try loader.load(yaml: DefaultConfiguration.yaml, file: DefaultConfiguration.fileName)
             }
+            if let value = environment["SWITCHBOARD_PORT"], !value.isEmpty {
+                guard let port = Int(value), (0...65535).contains(port) else {
+                    throw ConfigurationError(diagnostics: [
+                        Diagnostic(file: "SWITCHBOARD_PORT", line: 1, column: 1, path: "", message: "SWITCHBOARD_PORT must be a port number, got '\(value)'")
+                    ])
+                }
+                configuration.listener.port = port
+            }
+            if let value = environment["SWITCHBOARD_HOST"], !value.isEmpty { configuration.listener.host = value }
+            if let port { configuration.listener.port = port }
+            if let host { configuration.listener.host = host }
+            return configuration
+        }
+        let configuration: GatewayConfiguration
+        do {
+            configuration = try read()
         } catch {
             FileHandle.standardError.write(Data((error.description + "\n").utf8))
             throw ExitCode(1)
         }
-        if let value = environment["SWITCHBOARD_PORT"], !value.isEmpty {
-            guard let port = Int(value), (0...65535).contains(port) else {
-                FileHandle.standardError.write(Data("SWITCHBOARD_PORT must be a port number, got '\(value)'\n".utf8))
-                throw ExitCode(1)
-            }
-            configuration.listener.port = port
-        }
-        if let value = environment["SWITCHBOARD_HOST"], !value.isEmpty { configuration.listener.host = value }
-        if let port {
-            guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535") }
-            configuration.listener.port = port
-        }
-        if let host { configuration.listener.host = host }
 
         logger.info("starting switchboard", metadata: ["config": .string(config ?? DefaultConfiguration.fileName)])
-        let gateway = try await Gateway.make(configuration: configuration, registry: BuiltinPlugins.registry, logger: logger)
+        let gateway = try await Gateway.make(
+            configuration: configuration, registry: BuiltinPlugins.registry, logger: logger, reload: file == nil ? nil : read
+        )
         try await gateway.run()
     }
 }

@@ -157,6 +157,20 @@ public struct ClientSession {
         }
     }
 
+    /// A reload's filters admitted the connection again, establishing `established`:
+    /// subscriptions it (or the endpoint's new topics) no longer allow are dropped, each with
+    /// an `unsubscribed` reply.
+    public mutating func adopt(_ established: Principal?, pipeline: EndpointPipeline, nowMilliseconds: Int64) -> [Action] {
+        principal = established
+        var actions: [Action] = [.armExpiry(milliseconds: expiryDelay(nowMilliseconds: nowMilliseconds))]
+        for pattern in subscriptions where !pipeline.mayTopic(pattern, principal: established) {
+            actions.append(.unsubscribe(pattern))
+            actions.append(.reply(.unsubscribed(pattern.text)))
+        }
+        subscriptions.removeAll { !pipeline.mayTopic($0, principal: established) }
+        return actions
+    }
+
     /// The connection is gone: the subscriptions to remove from the shard.
     public mutating func end() -> [TopicPattern] {
         defer { subscriptions = [] }
