@@ -519,6 +519,11 @@ public final class Gateway: Sendable {
             "connection_writes": .int(Int64(counters.connectionWrites.load(ordering: .relaxed))),
             "sources": .array(assembly.supervisor.statuses().map(Self.sourceJSON)),
             "cluster": bus?.stats ?? .null,
+            "reloads": [
+                "applied": .int(Int64(reloads.applied.load(ordering: .relaxed))),
+                "rejected": .int(Int64(reloads.rejected.load(ordering: .relaxed))),
+                "last_applied_ms": .int(reloads.lastAppliedAt.load(ordering: .relaxed)),
+            ],
         ]
     }
 }

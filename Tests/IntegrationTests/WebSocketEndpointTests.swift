@@ -228,7 +228,10 @@ import Testing
         async let stopped: Void = gateway.stop()
         let close = try await client.receiveClose(timeout: .seconds(10))
         #expect(close.closeCode == 1001)
-        #expect(close.closeReason == "server shutting down")
+        // The reason suggests when to come back: a random delay up to shutdown.reconnect_jitter.
+        let delay = close.closeReason.split(separator: "=").last.flatMap { Int($0) } ?? -1
+        #expect(close.closeReason.hasPrefix("server shutting down; reconnect_after_ms="))
+        #expect((0...5000).contains(delay))
         try await client.sendClose(code: 1001)
         await stopped
         #expect(await client.waitForDisconnect())
