@@ -41,10 +41,12 @@ endpoints:
 
 
 class Gateway:
-    def __init__(self, process, address, log):
+    def __init__(self, process, address, log, config=None):
         self.process = process
         self.address = address
         self.log = log
+        # The configuration file, for reload tests that rewrite it.
+        self.config = config
 
     def url(self, path):
         return "ws://%s%s" % (self.address, path)
@@ -67,9 +69,10 @@ class Gateway:
             return json.load(response)
 
 
-def start_gateway(config_text, env_extra=None, name="gateway", preexec_fn=None):
-    """Starts the release binary with `config_text` on a free loopback port; returns a
-    Gateway once it logs its address. Call `stop_gateway` when done."""
+def start_gateway(config_text, env_extra=None, name="gateway", preexec_fn=None, port=0):
+    """Starts the release binary with `config_text` on a free loopback port (or on `port`,
+    to restart a gateway where its clients expect it); returns a Gateway once it logs its
+    address. Call `stop_gateway` when done."""
     binary = os.environ.get("SWITCHBOARD_BINARY", str(ROOT / ".build/release/switchboard"))
     directory = tempfile.mkdtemp()
     config = pathlib.Path(directory) / ("%s.yaml" % name)
@@ -78,7 +81,7 @@ def start_gateway(config_text, env_extra=None, name="gateway", preexec_fn=None):
     env = dict(os.environ, SWITCHBOARD_PUBLISH_KEY=PUBLISH_KEY, SWITCHBOARD_ADMIN_KEY=ADMIN_KEY, **(env_extra or {}))
     with open(log, "w") as output:
         process = subprocess.Popen(
-            [binary, "run", str(config), "--host", "127.0.0.1", "--port", "0"],
+            [binary, "run", str(config), "--host", "127.0.0.1", "--port", str(port)],
             stdout=output, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec_fn,
         )
     address = None
@@ -91,7 +94,7 @@ def start_gateway(config_text, env_extra=None, name="gateway", preexec_fn=None):
             break
         time.sleep(0.05)
     assert address, log.read_text()
-    return Gateway(process, address, log)
+    return Gateway(process, address, log, config)
 
 
 def stop_gateway(gateway):

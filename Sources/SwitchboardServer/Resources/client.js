@@ -248,7 +248,7 @@
     connect() {
       this._wanted = true;
       if (this.state !== "closed") return; // already connecting, open or waiting to retry
-      this._open(this.lastClose ? "reconnecting" : "connecting");
+      this._open("connecting");
     }
 
     /** Closes for good: no reconnect until connect() is called. */
