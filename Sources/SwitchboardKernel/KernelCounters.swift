@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import Synchronization
 
 /// Process-wide counters, updated with relaxed atomics (never per delivery: shards add
@@ -25,6 +26,13 @@ public final class KernelCounters: Sendable {
     public let replayed = Atomic<Int>(0)
     /// Events of new topics not kept because the history table was full.
     public let historyTopicsRefused = Atomic<Int>(0)
+
+    /// Payload bytes before and after shared compression, per encoder (counted once per
+    /// event and compressed variant, not per recipient).
+    public let compressionBytes = NIOLockedValueBox<[String: (input: Int, output: Int)]>([:])
+    /// Told, once per flush round and loop, how long the round's oldest event waited from
+    /// its publication to the round's writes (nanoseconds). Set by the server.
+    public let publishToWrite = NIOLockedValueBox<(@Sendable (Int64) -> Void)?>(nil)
 
     public init() {}
 }

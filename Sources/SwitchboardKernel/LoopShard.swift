@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import NIOCore
 import Synchronization
 import SwitchboardCore
@@ -51,6 +52,8 @@ public final class LoopShard: @unchecked Sendable {
     private var deflaters: [DeflateSettings: Deflater] = [:]
     /// Subscriptions on this loop; read from other threads to skip idle loops.
     let subscriptionCount = Atomic<Int>(0)
+    /// When the oldest event delivered since the last flush round was published (0: none).
+    private var oldestUnwritten: UInt64 = 0
     /// Connections admitted on this loop whose handler is not installed yet: the 101 may
     /// reach the client before the handler subscribes, and an event published in that
     /// window must not skip this loop.
@@ -130,7 +133,10 @@ public final class LoopShard: @unchecked Sendable {
                 pendingFlush.append(subscriber)
             }
         }
-        if delivered > 0 { counters.deliveries.add(delivered, ordering: .relaxed) }
+        if delivered > 0 {
+            counters.deliveries.add(delivered, ordering: .relaxed)
+            if oldestUnwritten == 0 { oldestUnwritten = prepared.createdAt }
+        }
         scheduleFlush()
     }
 
@@ -302,6 +308,11 @@ public final class LoopShard: @unchecked Sendable {
         }
         flushing.removeAll(keepingCapacity: true)
         if writes > 0 { counters.connectionWrites.add(writes, ordering: .relaxed) }
+        if oldestUnwritten != 0 {
+            let waited = Int64(NIODeadline.now().uptimeNanoseconds &- oldestUnwritten)
+            oldestUnwritten = 0
+            if writes > 0, let observe = counters.publishToWrite.withLockedValue({ $0 }) { observe(waited) }
+        }
     }
 
     /// This loop's inflater for stand-alone messages compressed with `windowBits`; the caller

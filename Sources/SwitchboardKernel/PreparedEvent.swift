@@ -132,6 +132,10 @@ public final class PreparedEvent: Sendable {
         var sse: ByteBuffer?
     }
 
+    /// When the event entered the kernel (monotonic nanoseconds), for the publish → write
+    /// latency.
+    public let createdAt = NIODeadline.now().uptimeNanoseconds
+
     public init(event: Event, table: VariantTable, counters: KernelCounters = KernelCounters()) {
         self.event = event
         self.table = table
@@ -185,6 +189,11 @@ public final class PreparedEvent: Sendable {
                     frame = ServerFrame.make(opcode: entry.encoder.frameKind == .text ? .text : .binary, payload: compressed, rsv1: true)
                     counters.compressions.add(1, ordering: .relaxed)
                     counters.frameBuilds.add(1, ordering: .relaxed)
+                    let (input, output) = (payload.readableBytes, compressed.readableBytes)
+                    counters.compressionBytes.withLockedValue { totals in
+                        let current = totals[entry.encoder.name] ?? (0, 0)
+                        totals[entry.encoder.name] = (current.input + input, current.output + output)
+                    }
                 }
             }
             state.frames[variant.index] = frame

@@ -218,6 +218,16 @@ final class ClusterBus: Sendable {
         kernel.publish(event, retain: retain)
     }
 
+    /// The bus's counters, for `/stats` and `/metrics`.
+    var counts: (sent: Int, unsent: Int, received: Int, historyFailures: Int) {
+        (sent.withLockedValue { $0 }, unsent.withLockedValue { $0 }, received.withLockedValue { $0 }, historyFailures.withLockedValue { $0 })
+    }
+
+    /// Which bus this is, for `/stats`.
+    var identity: [(key: String, value: JSONValue)] {
+        [("channel", .string(configuration.channel)), ("instance", .string(instance)), ("redis", .string(configuration.redis.description))]
+    }
+
     var stats: JSONValue {
         [
             "channel": .string(configuration.channel),

@@ -34,6 +34,8 @@ public final class EndpointRuntime: Sendable {
     let forbiddenSubscriptions = Atomic<Int>(0)
     /// Connections closed for protocol violations, size limits, dead peers or overflow.
     let closedForCause = Atomic<Int>(0)
+    /// Event frames the slow-consumer policy dropped.
+    let dropped = Atomic<Int>(0)
     /// Refusals by kind (oversized, protocol errors, rate, slow consumers, …).
     public let refusals: RefusalCounters
     /// The open WebSocket connections, for reloads and the paced drain.

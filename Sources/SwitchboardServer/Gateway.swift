@@ -5,6 +5,7 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import Prometheus
 import ServiceLifecycle
 import UnixSignals
 import HTTPTypes
@@ -47,6 +48,8 @@ public final class Gateway: Sendable {
     /// The certificate and key in use, read again on every reload.
     let tls: TLSContextBox?
     let reloads = ReloadCounters()
+    /// Histograms (publish → write latency), kept for the gateway's lifetime.
+    let observed = ObservedMetrics()
     let drain = DrainState()
     private let boundPort = NIOLockedValueBox<Int?>(nil)
     private let serviceGroup = NIOLockedValueBox<ServiceGroup?>(nil)
@@ -152,6 +155,8 @@ public final class Gateway: Sendable {
             maxConnectionsPerIP: configuration.listener.maxConnectionsPerIP
         )
         self.listenerRefusals = RefusalCounters(scope: "listener", logger: logger)
+        let histogram = observed.publishToWrite
+        assembly.kernel.counters.publishToWrite.withLockedValue { $0 = { histogram.record(.nanoseconds($0)) } }
         self.live = NIOLockedValueBox(LiveState(configuration: configuration, sourceRoutes: assembly.sourceRoutes, adminKey: Self.adminKey(configuration)))
     }
 
@@ -339,7 +344,7 @@ public final class Gateway: Sendable {
         }
         router.get("/metrics") { [self] _, _ in
             var buffer = ByteBuffer()
-            buffer.writeString(metricsText())
+            buffer.writeString(await metricsText())
             return Response(
                 status: .ok,
                 headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
@@ -401,129 +406,4 @@ public final class Gateway: Sendable {
     }
 
     // MARK: stats
-
-    /// `/metrics` in the Prometheus text format.
-    func metricsText() -> String {
-        var lines: [String] = []
-        func metric(_ name: String, _ type: String, _ help: String, _ samples: [(labels: String, value: Int)]) {
-            lines.append("# HELP switchboard_\(name) \(help)")
-            lines.append("# TYPE switchboard_\(name) \(type)")
-            for sample in samples {
-                lines.append("switchboard_\(name)\(sample.labels.isEmpty ? "" : "{\(sample.labels)}") \(sample.value)")
-            }
-        }
-        func label(_ text: String) -> String {
-            text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"").replacingOccurrences(of: "\n", with: "\\n")
-        }
-        let counters = assembly.kernel.counters
-        let table = endpoints.all
-        let runtimes = table.keys.sorted().compactMap { path in table[path].map { (path, $0) } }
-        metric("connections", "gauge", "Open WebSocket connections.", runtimes.map { ("endpoint=\"\(label($0.0))\"", $0.1.connections.load(ordering: .relaxed)) })
-        metric("connections_accepted_total", "counter", "WebSocket upgrades accepted.", runtimes.map { ("endpoint=\"\(label($0.0))\"", $0.1.accepted.load(ordering: .relaxed)) })
-        metric("connections_rejected_total", "counter", "WebSocket upgrades refused.", runtimes.map { ("endpoint=\"\(label($0.0))\"", $0.1.rejected.load(ordering: .relaxed)) })
-        metric("connections_closed_for_cause_total", "counter", "Connections closed for protocol violations, limits, dead peers or overflow.", runtimes.map { ("endpoint=\"\(label($0.0))\"", $0.1.closedForCause.load(ordering: .relaxed)) })
-        var denials: [(String, Int)] = []
-        for (path, runtime) in runtimes {
-            for record in runtime.pipeline.filterDenials {
-                for entry in record.counts where entry.denied > 0 {
-                    denials.append(("endpoint=\"\(label(path))\",filter=\"\(label(record.filter))\",reason=\"\(label(entry.reason))\"", entry.denied))
-                }
-            }
-        }
-        metric("filter_denials_total", "counter", "Upgrades and messages refused by filters, per reason.", denials)
-        var refusals: [(String, Int)] = listenerRefusals.snapshot.filter { $0.count > 0 }.map { ("scope=\"listener\",reason=\"\($0.name)\"", $0.count) }
-        for (path, runtime) in runtimes {
-            for entry in runtime.refusals.snapshot where entry.count > 0 {
-                refusals.append(("scope=\"\(label(path))\",reason=\"\(entry.name)\"", entry.count))
-            }
-        }
-        metric("refusals_total", "counter", "Connections, requests and messages refused by a limit or for a protocol violation, per reason.", refusals)
-        metric("open_sockets", "gauge", "Open client sockets (HTTP and WebSocket) against listener.max_connections.", [("", connectionLimiter.openConnections)])
-        metric("events_in_total", "counter", "Events published into the kernel.", [("", counters.eventsIn.load(ordering: .relaxed))])
-        metric("deliveries_total", "counter", "Event frames queued to connections.", [("", counters.deliveries.load(ordering: .relaxed))])
-        metric("dropped_total", "counter", "Frames dropped by slow-consumer policies.", [("", counters.dropped.load(ordering: .relaxed))])
-        metric("history_replayed_total", "counter", "Events replayed from history (since, last, retained).", [("", counters.replayed.load(ordering: .relaxed))])
-        metric("history_topics_refused_total", "counter", "Events of new topics not kept because the history table was full.", [("", counters.historyTopicsRefused.load(ordering: .relaxed))])
-        metric("flush_rounds_total", "counter", "Flush rounds run by the event loops.", [("", counters.flushRounds.load(ordering: .relaxed))])
-        metric("connection_writes_total", "counter", "Socket writes of gathered frames (deliveries / writes = frames per write).", [("", counters.connectionWrites.load(ordering: .relaxed))])
-        metric("encodes_total", "counter", "Encoder calls on the broadcast path.", [("", counters.encodes.load(ordering: .relaxed))])
-        metric("compressions_total", "counter", "Shared permessage-deflate compressions.", [("", counters.compressions.load(ordering: .relaxed))])
-        let statuses = assembly.supervisor.statuses()
-        metric("source_up", "gauge", "1 when the source is connected.", statuses.map {
-            ("source=\"\(label($0.name))\",plugin=\"\(label($0.plugin))\",state=\"\($0.health.label)\"", $0.health == .connected ? 1 : 0)
-        })
-        metric("source_restarts_total", "counter", "Times a source was restarted after failing.", statuses.map { ("source=\"\(label($0.name))\"", $0.restarts) })
-        metric("ready", "gauge", "1 when every source is connected.", [("", assembly.supervisor.isReady ? 1 : 0)])
-        return lines.joined(separator: "\n") + "\n"
-    }
-
-    /// One endpoint's counters (in `/stats` and at its `stats_path`).
-    static func endpointStats(_ runtime: EndpointRuntime) -> JSONValue {
-        let open = Int64(runtime.connections.load(ordering: .relaxed))
-        return [
-            "connections": .int(open),
-            "connected_clients": .int(open),
-            "accepted": .int(Int64(runtime.accepted.load(ordering: .relaxed))),
-            "rejected": .int(Int64(runtime.rejected.load(ordering: .relaxed))),
-            "closed_for_cause": .int(Int64(runtime.closedForCause.load(ordering: .relaxed))),
-            "forbidden_subscriptions": .int(Int64(runtime.forbiddenSubscriptions.load(ordering: .relaxed))),
-            "refusals": Self.refusalsJSON(runtime.refusals),
-            "filters": .array(runtime.pipeline.filterDenials.map { $0.snapshot() }),
-        ]
-    }
-
-    static func refusalsJSON(_ counters: RefusalCounters) -> JSONValue {
-        .object(JSONObject(counters.snapshot.map { ($0.name, .int(Int64($0.count))) }))
-    }
-
-    /// What `/stats` returns (and what a `timer` with `emit: stats` publishes). Subscribed
-    /// topic names belong to clients: only a `detailed` snapshot (admin key) lists them;
-    /// everyone else sees counts.
-    public func statsSnapshot(detailed: Bool = false) async -> JSONValue {
-        let counters = assembly.kernel.counters
-        var perEndpoint = JSONObject()
-        var totalConnections = 0
-        let table = endpoints.all
-        for path in table.keys.sorted() {
-            guard let runtime = table[path] else { continue }
-            let open = runtime.connections.load(ordering: .relaxed)
-            totalConnections += open
-            perEndpoint[path] = Self.endpointStats(runtime)
-        }
-        var topics = JSONObject()
-        let counts = await assembly.kernel.subscriberCounts()
-        if detailed {
-            for (pattern, count) in counts.sorted(by: { $0.key < $1.key }) {
-                topics.entries.append((pattern, .int(Int64(count))))
-            }
-        }
-        return [
-            "uptime_seconds": .int((UnixTime.nowMilliseconds() - started) / 1000),
-            "connections": [
-                "total": .int(Int64(totalConnections)),
-                "per_endpoint": .object(perEndpoint),
-            ],
-            "subscriptions": ["total": .int(Int64(counts.values.reduce(0, +))), "patterns": .int(Int64(counts.count))],
-            "subscribers": detailed ? .object(topics) : .null,
-            "refusals": ["listener": Self.refusalsJSON(listenerRefusals), "open_sockets": .int(Int64(connectionLimiter.openConnections)), "max_connections": .int(Int64(connectionLimiter.maxConnections))],
-            "events_in": .int(Int64(counters.eventsIn.load(ordering: .relaxed))),
-            "deliveries_out": .int(Int64(counters.deliveries.load(ordering: .relaxed))),
-            "encodes": .int(Int64(counters.encodes.load(ordering: .relaxed))),
-            "compressions": .int(Int64(counters.compressions.load(ordering: .relaxed))),
-            "frame_builds": .int(Int64(counters.frameBuilds.load(ordering: .relaxed))),
-            "dedicated_compression_memory_bytes": .int(Int64(counters.dedicatedCompressionMemory.load(ordering: .relaxed))),
-            "dropped": .int(Int64(counters.dropped.load(ordering: .relaxed))),
-            "history_replayed": .int(Int64(counters.replayed.load(ordering: .relaxed))),
-            "history_topics_refused": .int(Int64(counters.historyTopicsRefused.load(ordering: .relaxed))),
-            "flush_rounds": .int(Int64(counters.flushRounds.load(ordering: .relaxed))),
-            "connection_writes": .int(Int64(counters.connectionWrites.load(ordering: .relaxed))),
-            "sources": .array(assembly.supervisor.statuses().map(Self.sourceJSON)),
-            "cluster": bus?.stats ?? .null,
-            "reloads": [
-                "applied": .int(Int64(reloads.applied.load(ordering: .relaxed))),
-                "rejected": .int(Int64(reloads.rejected.load(ordering: .relaxed))),
-                "last_applied_ms": .int(reloads.lastAppliedAt.load(ordering: .relaxed)),
-            ],
-        ]
-    }
 }

@@ -34,8 +34,8 @@ extension Gateway {
             guard request.method == .get || request.method == .head else { return Self.methodNotAllowed(path, allowed: "GET") }
             return await endpointGet(request, context: context, runtime: runtime)
         }
-        if let endpoint = configuration.endpoints.first(where: { $0.statsPath == path }), let runtime = endpoints[endpoint.path] {
-            return Self.json(Self.endpointStats(runtime), status: .ok)
+        if let endpoint = configuration.endpoints.first(where: { $0.statsPath == path }), endpoints[endpoint.path] != nil {
+            return Self.json(await endpointStats(endpoint.path), status: .ok)
         }
         let routes = sourceRoutes.values.flatMap { $0 }.filter { $0.path == path }
         if !routes.isEmpty {

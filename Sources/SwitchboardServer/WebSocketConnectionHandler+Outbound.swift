@@ -55,6 +55,7 @@ extension WebSocketConnectionHandler {
             return true
         case .acceptedAfterDropping(let count):
             shard.recordDrops(count)
+            runtime.dropped.add(count, ordering: .relaxed)
             if !loggedDrops {
                 loggedDrops = true
                 runtime.refusals.record(.slowConsumerDrops)
