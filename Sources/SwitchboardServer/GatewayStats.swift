@@ -259,3 +259,15 @@ extension Gateway {
         return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
     }
 }
+
+extension Gateway {
+    /// Each number of `/stats` (its path) with the `/metrics` series that carries it: what
+    /// tests check the two outputs against.
+    public func statCatalogue() async -> [(path: [String], series: String, alias: Bool)] {
+        await statSamples().map { sample in
+            let labels = sample.labels.filter { $0.0 != "alias" }
+            let rendered = labels.isEmpty ? "" : "{" + labels.map { "\($0.0)=\"\($0.1)\"" }.joined(separator: ",") + "}"
+            return (sample.path, "switchboard_" + sample.metric + rendered, sample.labels.contains { $0.0 == "alias" })
+        }
+    }
+}
