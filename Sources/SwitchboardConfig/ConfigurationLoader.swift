@@ -27,6 +27,9 @@ public struct ConfigurationLoader: Sendable {
 
     public var registry: PluginRegistry
     public var environment: [String: String]
+    /// Unset `${VAR}`s become warnings (read as empty) instead of errors, and what follows
+    /// from them is not reported: validating a file in CI without its secrets.
+    public var allowsUnsetVariables = false
 
     public init(registry: PluginRegistry, environment: [String: String] = ProcessInfo.processInfo.environment) {
         self.registry = registry
@@ -35,6 +38,19 @@ public struct ConfigurationLoader: Sendable {
 
     /// Loads and validates the file at `path`.
     public func load(contentsOf path: String) throws(ConfigurationError) -> GatewayConfiguration {
+        try load(yaml: read(path), file: path)
+    }
+
+    /// Validates the file at `path`: every error, and the warnings (unset variables when
+    /// ``allowsUnsetVariables``).
+    public func check(contentsOf path: String) -> (errors: [Diagnostic], warnings: [Diagnostic]) {
+        let text: String
+        do { text = try read(path) } catch { return (error.diagnostics, []) }
+        let result = decode(yaml: text, file: path)
+        return (result.errors, result.warnings)
+    }
+
+    private func read(_ path: String) throws(ConfigurationError) -> String {
         let data: Data
         do {
             data = try Data(contentsOf: URL(fileURLWithPath: path))
@@ -53,36 +69,37 @@ public struct ConfigurationLoader: Sendable {
                 Diagnostic(file: path, line: 1, column: 1, path: "", message: "file is not valid UTF-8")
             ])
         }
-        return try load(yaml: text, file: path)
+        return text
     }
 
     /// Loads and validates YAML text; `file` names it in diagnostics.
     public func load(yaml: String, file: String) throws(ConfigurationError) -> GatewayConfiguration {
+        let result = decode(yaml: yaml, file: file)
+        if let configuration = result.configuration, result.errors.isEmpty { return configuration }
+        throw ConfigurationError(diagnostics: result.errors)
+    }
+
+    private func decode(yaml: String, file: String) -> (configuration: GatewayConfiguration?, errors: [Diagnostic], warnings: [Diagnostic]) {
         let root: Node
         do {
             guard let node = try Yams.compose(yaml: yaml) else {
-                throw ConfigurationError(diagnostics: [
-                    Diagnostic(file: file, line: 1, column: 1, path: "", message: "the configuration is empty", hint: "see configs/default.yaml")
-                ])
+                return (nil, [Diagnostic(file: file, line: 1, column: 1, path: "", message: "the configuration is empty", hint: "see configs/default.yaml")], [])
             }
             root = node
-        } catch let error as ConfigurationError {
-            throw error
         } catch {
-            throw ConfigurationError(diagnostics: [Self.diagnostic(forYAMLError: error, file: file)])
+            return (nil, [Self.diagnostic(forYAMLError: error, file: file)], [])
         }
         let session = DecodingSession(file: file, environment: environment, registry: registry)
+        session.allowsUnsetVariables = allowsUnsetVariables
         let decoder = NodeDecoder(session: session, node: root, path: [], plugin: nil)
         let configuration = try? decoder.decodeValue(GatewayConfiguration.self, node: root, path: [])
         session.reportUnknownKeys()
         let diagnostics = session.sortedDiagnostics
-        if let configuration, diagnostics.isEmpty { return configuration }
-        if diagnostics.isEmpty {
-            throw ConfigurationError(diagnostics: [
-                Diagnostic(file: file, line: 1, column: 1, path: "", message: "the configuration could not be decoded")
-            ])
+        let warnings = session.warnings.sorted { ($0.line, $0.column) < ($1.line, $1.column) }
+        if configuration == nil && diagnostics.isEmpty && warnings.isEmpty {
+            return (nil, [Diagnostic(file: file, line: 1, column: 1, path: "", message: "the configuration could not be decoded")], [])
         }
-        throw ConfigurationError(diagnostics: diagnostics)
+        return (configuration, diagnostics, warnings)
     }
 
     static func diagnostic(forYAMLError error: any Error, file: String) -> Diagnostic {

@@ -44,7 +44,14 @@ final class DecodingSession {
     let file: String
     let environment: [String: String]
     let registry: PluginRegistry
+    /// Unset `${VAR}`s are warnings (their value reads as empty) rather than errors:
+    /// `switchboard check --allow-unset` validates a file in CI without its secrets.
+    var allowsUnsetVariables = false
     private(set) var diagnostics: [Diagnostic] = []
+    private(set) var warnings: [Diagnostic] = []
+    /// Where a problem was found (rendered paths): a plugin block whose own validation
+    /// then fails only reports what caused it, not the consequence.
+    private var troubledPaths: [String] = []
     private var trackers: [String: MappingTracker] = [:]
     private var trackerOrder: [String] = []
     private var abortedPaths: [String] = []
@@ -67,6 +74,22 @@ final class DecodingSession {
             hint: hint
         )
         if !diagnostics.contains(diagnostic) { diagnostics.append(diagnostic) }
+        troubledPaths.append(renderPath(path))
+    }
+
+    /// Records a warning (printed by `check`, never fatal).
+    func warn(_ message: String, hint: String? = nil, mark: Mark?, path: [PathComponent], plugin: String?) {
+        var label = renderPath(path)
+        if let plugin { label += label.isEmpty ? "(\(plugin))" : " (\(plugin))" }
+        let warning = Diagnostic(file: file, line: mark?.line ?? 1, column: mark?.column ?? 1, path: label, message: "warning: " + message, hint: hint)
+        if !warnings.contains(warning) { warnings.append(warning) }
+        troubledPaths.append(renderPath(path))
+    }
+
+    /// Whether an error or warning was already recorded at `path` or inside it.
+    func hasProblems(under path: [PathComponent]) -> Bool {
+        let prefix = renderPath(path)
+        return troubledPaths.contains { $0 == prefix || prefix.isEmpty || $0.hasPrefix(prefix + ".") || $0.hasPrefix(prefix + "[") }
     }
 
     /// The tracker for a mapping node, shared by every container opened on it.
@@ -130,6 +153,9 @@ final class DecodingSession {
         }
         switch Interpolation.expand(scalar.string, environment: environment) {
         case .success(let text): return text
+        case .failure(let error) where allowsUnsetVariables && error.message.hasPrefix("environment variable '") && error.message.hasSuffix("' is not set"):
+            warn(error.message, hint: error.hint, mark: scalar.mark, path: path, plugin: plugin)
+            return nil
         case .failure(let error):
             report(error.message, hint: error.hint, mark: scalar.mark, path: path, plugin: plugin)
             return nil

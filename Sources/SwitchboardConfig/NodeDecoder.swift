@@ -42,7 +42,9 @@ struct NodeDecoder: Decoder, ConfigShapeProbing {
         do {
             return try decode(self)
         } catch let error as ConfigValidationError {
-            report(error.message, hint: error.hint)
+            // A block whose keys already had a problem (an unset variable, a bad value)
+            // fails its own validation because of it: report the cause only.
+            if !session.hasProblems(under: path) { report(error.message, hint: error.hint) }
             session.markAborted(path)
             throw ReportedError()
         }
@@ -116,7 +118,7 @@ struct NodeDecoder: Decoder, ConfigShapeProbing {
         do {
             return try T(from: child)
         } catch let error as ConfigValidationError {
-            child.report(error.message, hint: error.hint)
+            if !session.hasProblems(under: path) { child.report(error.message, hint: error.hint) }
             if let placeholder = (T.self as? any ConfigPlaceholder.Type)?.configPlaceholder as? T { return placeholder }
             session.markAborted(path)
             throw ReportedError()

@@ -88,28 +88,86 @@ struct Run: AsyncParsableCommand {
     }
 }
 
-/// `switchboard check CONFIG...`: validates files and prints every error.
+/// `switchboard check CONFIG... [--env-file F]... [--allow-unset]`: validates files and
+/// prints every error (and warning).
 struct Check: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Validate configuration files; prints every error with file:line:column and exits 1 if any."
+        abstract: "Validate configuration files; prints every error with file:line:column and exits 1 if any.",
+        discussion: """
+            In CI, without the secrets: --allow-unset reports each unset ${VAR} as a warning \
+            (and not what follows from it), or --env-file gives the variables from a file.
+            """
     )
 
     @Argument(help: "Configuration files to check.")
     var files: [String]
 
+    @Option(name: .customLong("env-file"), help: "KEY=VALUE lines (# comments, optional 'export ' and quotes) used as environment variables; repeatable.")
+    var envFiles: [String] = []
+
+    @Flag(name: .customLong("allow-unset"), help: "Report unset ${VAR}s as warnings instead of errors.")
+    var allowUnset = false
+
     func run() throws {
-        let loader = ConfigurationLoader(registry: BuiltinPlugins.registry)
+        var environment = ProcessInfo.processInfo.environment
+        for file in envFiles {
+            do {
+                environment.merge(try EnvironmentFile.parse(contentsOf: file)) { $1 }
+            } catch {
+                print("\(file): \(error)")
+                throw ExitCode(1)
+            }
+        }
+        var loader = ConfigurationLoader(registry: BuiltinPlugins.registry, environment: environment)
+        loader.allowsUnsetVariables = allowUnset
         var failed = false
         for file in files {
-            do {
-                _ = try loader.load(contentsOf: file)
-                print("\(file): ok")
-            } catch {
+            let (errors, warnings) = loader.check(contentsOf: file)
+            for warning in warnings { print(warning.description) }
+            if errors.isEmpty {
+                print("\(file): ok" + (warnings.isEmpty ? "" : " (\(warnings.count) warning\(warnings.count == 1 ? "" : "s"))"))
+            } else {
                 failed = true
-                print(error.description)
+                for error in errors { print(error.description) }
             }
         }
         if failed { throw ExitCode(1) }
+    }
+}
+
+/// A `.env` file: `KEY=VALUE` per line, `#` comments, optional `export ` and quotes.
+enum EnvironmentFile {
+    struct ParseError: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    static func parse(contentsOf path: String) throws -> [String: String] {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw ParseError(description: "cannot read the environment file")
+        }
+        return try parse(text)
+    }
+
+    static func parse(_ text: String) throws -> [String: String] {
+        var values: [String: String] = [:]
+        for (index, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            var line = rawLine.trimmingCharacters(in: .whitespaces)
+            if line.isEmpty || line.hasPrefix("#") { continue }
+            if line.hasPrefix("export ") { line = String(line.dropFirst(7)).trimmingCharacters(in: .whitespaces) }
+            guard let equals = line.firstIndex(of: "=") else {
+                throw ParseError(description: "line \(index + 1): expected KEY=VALUE")
+            }
+            let key = line[..<equals].trimmingCharacters(in: .whitespaces)
+            guard !key.isEmpty, key.allSatisfy({ $0 == "_" || $0.isLetter || $0.isNumber }), key.first?.isNumber == false else {
+                throw ParseError(description: "line \(index + 1): '\(key)' is not a variable name")
+            }
+            var value = line[line.index(after: equals)...].trimmingCharacters(in: .whitespaces)
+            if value.count >= 2, let first = value.first, first == "\"" || first == "'", value.last == first {
+                value = String(value.dropFirst().dropLast())
+            }
+            values[key] = value
+        }
+        return values
     }
 }
 

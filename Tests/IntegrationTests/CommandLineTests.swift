@@ -67,6 +67,43 @@ import Testing
         ])
     }
 
+    /// Validating in CI without the secrets: an unset variable is the one error, never also
+    /// what follows from it; `--allow-unset` turns it into a warning; `--env-file` supplies it.
+    @Test func checkWithoutSecrets() throws {
+        let strict = try Self.run(["check", "configs/helios-cluster.yaml"])
+        #expect(strict.status == 1)
+        let strictLines = strict.output.split(separator: "\n").map(String.init)
+        #expect(strictLines.count == 2, "\(strict.output)")
+        #expect(strictLines.allSatisfy { $0.contains("is not set") }, "\(strict.output)")
+        #expect(!strict.output.contains("no API key configured"))
+        #expect(!strict.output.contains("at least 32 bytes"))
+
+        let lenient = try Self.run(["check", "--allow-unset", "configs/helios-cluster.yaml"])
+        #expect(lenient.status == 0, "\(lenient.output)")
+        #expect(lenient.output.contains("warning: environment variable 'HELIOS_EVENTS_KEY' is not set"))
+        #expect(lenient.output.contains("configs/helios-cluster.yaml: ok (2 warnings)"))
+
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("ci-\(UUID().uuidString).env")
+        try """
+            # CI values, not secrets
+            export HELIOS_EVENTS_KEY="example-key-0123456789abcdef"
+            HELIOS_JWT_SECRET='example-secret-0123456789abcdef0123456789'
+            """.write(to: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let withFile = try Self.run(["check", "--env-file", file.path, "configs/helios-cluster.yaml"])
+        #expect(withFile.status == 0, "\(withFile.output)")
+        #expect(withFile.output == "configs/helios-cluster.yaml: ok\n")
+
+        // A real error is still an error with --allow-unset.
+        let broken = FileManager.default.temporaryDirectory.appendingPathComponent("broken-\(UUID().uuidString).yaml")
+        try "endpoints:\n  - path: /ws\n    encoders: [jason]\n    topics: [\"${UNSET_TOPIC_VARIABLE}\"]\n".write(to: broken, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: broken) }
+        let mixed = try Self.run(["check", "--allow-unset", broken.path])
+        #expect(mixed.status == 1)
+        #expect(mixed.output.contains("unknown encoder 'jason'"))
+        #expect(mixed.output.contains("warning: environment variable 'UNSET_TOPIC_VARIABLE' is not set"))
+    }
+
     @Test func checkReportsAMissingFile() throws {
         let result = try Self.run(["check", "/nonexistent/switchboard.yaml"])
         #expect(result.status == 1)
