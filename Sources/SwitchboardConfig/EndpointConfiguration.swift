@@ -45,6 +45,9 @@ public struct EndpointConfiguration: Sendable, Decodable {
     /// How clients may connect: `websocket` (default) and/or `sse` (Server-Sent Events on
     /// the same path, `GET` with `Accept: text/event-stream`).
     public var transports: [Transport]
+    /// What event envelopes carry: `envelope: {topic: false}` leaves the `topic` field out
+    /// (for clients of hubs that never sent it; they then cannot tell topics apart).
+    public var envelope: EnvelopeConfiguration
     var position: ConfigPosition?
     /// The block's canonical text: a reload keeps an endpoint whose fingerprint did not
     /// change, and re-checks the connections of one where only `filters` changed.
@@ -53,7 +56,7 @@ public struct EndpointConfiguration: Sendable, Decodable {
     public var fingerprintWithoutFilters = ""
 
     enum CodingKeys: String, CodingKey {
-        case path, encoders, topics, subscribe, filters, heartbeat, mode, compression, permissions, history, transports
+        case path, encoders, topics, subscribe, filters, heartbeat, mode, compression, permissions, history, transports, envelope
         case statsPath = "stats_path"
         case maxMessageSize = "max_message_size"
         case maxSubscriptions = "max_subscriptions"
@@ -94,6 +97,7 @@ public struct EndpointConfiguration: Sendable, Decodable {
         statsPath = try container.decodeIfPresent(String.self, forKey: .statsPath)
         history = try container.decodeIfPresent(HistoryConfiguration.self, forKey: .history)
         transports = try container.value(.transports, default: [.websocket])
+        envelope = try container.value(.envelope, default: EnvelopeConfiguration())
 
         guard let node else { return }
         if let statsPath, !statsPath.hasPrefix("/") || statsPath.contains("?") || statsPath == path {
@@ -112,6 +116,11 @@ public struct EndpointConfiguration: Sendable, Decodable {
         }
         if Set(encoders).count != encoders.count {
             node.report("encoders are listed more than once", key: "encoders")
+        }
+        if !envelope.topic {
+            for name in encoders where node.session.registry.encoders[name]?.make().omittingTopic() == nil {
+                node.report("encoder '\(name)' cannot leave the topic out of its envelope", hint: "json and msgpack can", key: "envelope")
+            }
         }
         for pattern in subscribe where !topics.covers(pattern) {
             node.report(
@@ -229,12 +238,18 @@ public struct FilterConfiguration: Sendable, Decodable {
     /// The decoded plugin configuration, ready to build.
     public var builder: FilterBuilder
 
-    enum CodingKeys: String, CodingKey { case plugin }
+    enum CodingKeys: String, CodingKey { case plugin, enabled }
 
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         plugin = try container.decode(String.self, forKey: .plugin)
         guard let nodeDecoder = decoder as? NodeDecoder, !plugin.isEmpty else { throw ReportedError() }
+        // `enabled: false` (typically `enabled: ${AUTH_ENABLED:-false}`) leaves the filter
+        // out; its other keys are not read, so they may name unset variables.
+        if try !container.value(.enabled, default: true) {
+            nodeDecoder.session.markAborted(nodeDecoder.path)
+            throw ReportedError()
+        }
         let registry = nodeDecoder.session.registry
         guard let factory = registry.filters[plugin] else {
             let known = registry.filters.keys.sorted()
@@ -308,4 +323,19 @@ public enum SlowConsumerPolicy: String, Sendable, ConfigEnum {
     case conflate
 
     public static var configPlaceholder: SlowConsumerPolicy { .dropOldest }
+}
+
+/// `envelope:` on an endpoint.
+public struct EnvelopeConfiguration: Sendable, Decodable, Equatable {
+    /// Whether events carry their `topic` field (default true).
+    public var topic = true
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey { case topic }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        topic = try container.value(.topic, default: true)
+    }
 }

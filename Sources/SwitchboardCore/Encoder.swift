@@ -126,12 +126,26 @@ public protocol EventEncoder: Sendable {
     func encode(_ reply: ServerReply, timestamp: Int64, into buffer: inout ByteBuffer)
     /// Decodes one complete client message.
     func decode(_ payload: ByteBuffer) -> Result<ClientMessage, ClientMessageError>
+    /// Identifies the wire form (default: `name`); see the extension.
+    var variantKey: String { get }
+    /// The encoder without the envelope's `topic` field (default: nil).
+    func omittingTopic() -> (any EventEncoder)?
     /// Decodes one complete client message nesting at most `maxDepth` levels (the
     /// endpoint's `max_message_depth`); deeper input is a `bad_message` error.
     func decode(_ payload: ByteBuffer, maxDepth: Int) -> Result<ClientMessage, ClientMessageError>
 }
 
 extension EventEncoder {
+    /// Identifies the encoder's wire form among the kernel's variants: two encoders with
+    /// the same key produce the same bytes for every event.
+    public var variantKey: String { name }
+
+
+
+    /// The same encoder with events' `topic` field left out of the envelope (an endpoint's
+    /// `envelope: {topic: false}`), or nil when it cannot.
+    public func omittingTopic() -> (any EventEncoder)? { nil }
+
     /// Encoders that know no depth limit of their own decode as usual.
     public func decode(_ payload: ByteBuffer, maxDepth: Int) -> Result<ClientMessage, ClientMessageError> {
         decode(payload)
@@ -146,4 +160,12 @@ public protocol EncoderPlugin: SendableMetatype {
     static var spec: PluginSpec { get }
     /// Creates the encoder.
     static func make() -> any EventEncoder
+}
+
+/// The ``EventEncoder/variantKey`` convention: the encoder's name, with `;no-topic` when its
+/// envelope leaves the topic out.
+public enum EncoderVariant {
+    public static func key(name: String, includesTopic: Bool) -> String {
+        includesTopic ? name : name + ";no-topic"
+    }
 }

@@ -29,14 +29,18 @@ public struct GatewayAssembly: Sendable {
         logger: Logger,
         forward: (@Sendable (Event, Bool) -> Bool)? = nil
     ) async throws -> GatewayAssembly {
-        var encoderNames: [String] = []
-        for endpoint in configuration.endpoints {
-            for name in endpoint.encoders where !encoderNames.contains(name) { encoderNames.append(name) }
-        }
+        // One encoder per wire form: `json` and, for endpoints with `envelope: {topic: false}`,
+        // the topic-less `json` are two variants.
         var encoders: [any EventEncoder] = []
-        for name in encoderNames {
-            guard let factory = registry.encoders[name] else { throw AssemblyError("unknown encoder '\(name)'") }
-            encoders.append(factory.make())
+        for endpoint in configuration.endpoints {
+            for name in endpoint.encoders {
+                guard let factory = registry.encoders[name] else { throw AssemblyError("unknown encoder '\(name)'") }
+                let base = factory.make()
+                guard let encoder = endpoint.envelope.topic ? base : base.omittingTopic() else {
+                    throw AssemblyError("encoder '\(name)' cannot leave the topic out of its envelope")
+                }
+                if !encoders.contains(where: { $0.variantKey == encoder.variantKey }) { encoders.append(encoder) }
+            }
         }
         let profiles = configuration.endpoints.compactMap { endpoint -> CompressionProfile? in
             guard endpoint.compression.mode != .off else { return nil }
@@ -98,7 +102,8 @@ extension GatewayAssembly {
             filters.append(try await filter.builder.build(FilterContext(endpointPath: endpoint.path, logger: filterLogger, denials: record)))
         }
         let choices = endpoint.encoders.compactMap { name -> EndpointPipeline.EncoderChoice? in
-            guard let variant = variants.variant(forEncoder: name) else { return nil }
+            let key = EncoderVariant.key(name: name, includesTopic: endpoint.envelope.topic)
+            guard let variant = variants.variant(forEncoder: key) else { return nil }
             return .init(encoder: variants.entries[variant.index].encoder, variant: variant)
         }
         return EndpointPipeline(
@@ -129,13 +134,14 @@ extension GatewayAssembly {
     public func restartRequirements(for configuration: GatewayConfiguration, running: GatewayConfiguration) -> [String] {
         var problems: [String] = []
         for endpoint in configuration.endpoints {
-            for name in endpoint.encoders where kernel.variants.variant(forEncoder: name) == nil {
-                problems.append("endpoint \(endpoint.path): encoder '\(name)' is new to this process")
+            let keys = endpoint.encoders.map { EncoderVariant.key(name: $0, includesTopic: endpoint.envelope.topic) }
+            for (name, key) in zip(endpoint.encoders, keys) where kernel.variants.variant(forEncoder: key) == nil {
+                problems.append("endpoint \(endpoint.path): encoder '\(name)' (with this envelope) is new to this process")
             }
             if endpoint.compression.mode != .off {
                 let profile = Self.profile(endpoint.compression)
-                for name in endpoint.encoders
-                where kernel.variants.variant(forEncoder: name, profile: profile, windowBits: CompressionProfile.windowBits.first ?? 15) == nil {
+                for (name, key) in zip(endpoint.encoders, keys)
+                where kernel.variants.variant(forEncoder: key, profile: profile, windowBits: CompressionProfile.windowBits.first ?? 15) == nil {
                     problems.append("endpoint \(endpoint.path): compression level/mem_level/min_size of encoder '\(name)' are new to this process")
                 }
             }

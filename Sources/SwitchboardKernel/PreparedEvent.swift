@@ -56,12 +56,12 @@ public struct VariantTable: Sendable {
         var plain: [String: Int] = [:]
         var compressed: [CompressedKey: Int] = [:]
         for (encoderIndex, encoder) in encoders.enumerated() {
-            plain[encoder.name] = entries.count
+            plain[encoder.variantKey] = entries.count
             entries.append(Entry(encoderIndex: encoderIndex, encoder: encoder, deflate: nil, minSize: 0, compressor: nil))
             for profile in Set(compressionProfiles) {
                 for bits in CompressionProfile.windowBits {
                     let settings = DeflateSettings(windowBits: bits, level: profile.level, memLevel: profile.memLevel)
-                    compressed[CompressedKey(encoder: encoder.name, profile: profile, windowBits: bits)] = entries.count
+                    compressed[CompressedKey(encoder: encoder.variantKey, profile: profile, windowBits: bits)] = entries.count
                     entries.append(
                         Entry(
                             encoderIndex: encoderIndex, encoder: encoder, deflate: settings, minSize: profile.minSize,
@@ -82,7 +82,8 @@ public struct VariantTable: Sendable {
         self.init(encoders: encoders, compressionProfiles: [])
     }
 
-    /// The uncompressed variant of the encoder named `name`.
+    /// The uncompressed variant of the encoder whose ``EventEncoder/variantKey`` is `name`
+    /// (its name, unless it leaves something out of the envelope).
     public func variant(forEncoder name: String) -> VariantID? {
         plainIndex[name].map(VariantID.init(index:))
     }

@@ -381,7 +381,7 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
         if agreement.mode == .dedicated {
             variant = encoder.variant
         } else {
-            variant = kernel.variants.variant(forEncoder: encoder.encoder.name, profile: endpoint.profile, windowBits: agreement.serverWindowBits)
+            variant = kernel.variants.variant(forEncoder: encoder.encoder.variantKey, profile: endpoint.profile, windowBits: agreement.serverWindowBits)
         }
         guard let variant else { return nil }
         return CompressionSetup(agreement: agreement, settings: settings, minSize: endpoint.profile.minSize, variant: variant)

@@ -19,8 +19,19 @@ public struct JSONEventEncoder: EventEncoder {
     public let name = "json"
     public let subprotocol = "switchboard.json"
     public let frameKind = FrameKind.text
+    /// Whether events carry their `topic` (an endpoint's `envelope: {topic: false}` leaves
+    /// it out, as some hosts' hubs did).
+    public var includesTopic = true
 
     public init() {}
+
+    public var variantKey: String { EncoderVariant.key(name: name, includesTopic: includesTopic) }
+
+    public func omittingTopic() -> (any EventEncoder)? {
+        var encoder = self
+        encoder.includesTopic = false
+        return encoder
+    }
 
     public func encode(_ event: Event, into buffer: inout ByteBuffer) {
         if event.shape == .flat {
@@ -29,8 +40,10 @@ public struct JSONEventEncoder: EventEncoder {
         }
         buffer.writeStaticString(#"{"type":"#)
         JSONWriter.writeString(event.type, into: &buffer)
-        buffer.writeStaticString(#","topic":"#)
-        JSONWriter.writeString(event.topic, into: &buffer)
+        if includesTopic {
+            buffer.writeStaticString(#","topic":"#)
+            JSONWriter.writeString(event.topic, into: &buffer)
+        }
         if let id = event.id {
             buffer.writeStaticString(#","id":"#)
             JSONWriter.writeString(id, into: &buffer)

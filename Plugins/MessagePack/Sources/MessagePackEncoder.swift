@@ -18,8 +18,18 @@ public struct MessagePackEventEncoder: EventEncoder {
     public let name = "msgpack"
     public let subprotocol = "switchboard.msgpack"
     public let frameKind = FrameKind.binary
+    /// Whether events carry their `topic` (see the JSON encoder).
+    public var includesTopic = true
 
     public init() {}
+
+    public var variantKey: String { EncoderVariant.key(name: name, includesTopic: includesTopic) }
+
+    public func omittingTopic() -> (any EventEncoder)? {
+        var encoder = self
+        encoder.includesTopic = false
+        return encoder
+    }
 
     public func encode(_ event: Event, into buffer: inout ByteBuffer) {
         if event.shape == .flat {
@@ -28,11 +38,13 @@ public struct MessagePackEventEncoder: EventEncoder {
             return
         }
         MessagePackWriter.write(into: &buffer) { packer in
-            msgpack_pack_map(packer, 4 + (event.id == nil ? 0 : 1) + (event.position == nil ? 0 : 1))
+            msgpack_pack_map(packer, (includesTopic ? 4 : 3) + (event.id == nil ? 0 : 1) + (event.position == nil ? 0 : 1))
             packer.string("type")
             packer.string(event.type)
-            packer.string("topic")
-            packer.string(event.topic)
+            if includesTopic {
+                packer.string("topic")
+                packer.string(event.topic)
+            }
             if let id = event.id {
                 packer.string("id")
                 packer.string(id)
