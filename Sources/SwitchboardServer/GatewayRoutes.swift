@@ -112,10 +112,12 @@ extension Gateway {
         )
     }
 
+    static let contentTypeOptions = HTTPField.Name("X-Content-Type-Options") ?? .contentType
+
     static func asset(_ bytes: [UInt8], type: String) -> Response {
         Response(
             status: .ok,
-            headers: [.contentType: type, .cacheControl: "no-cache", .init("X-Content-Type-Options")!: "nosniff"],
+            headers: [.contentType: type, .cacheControl: "no-cache", Self.contentTypeOptions: "nosniff"],
             body: .init(byteBuffer: ByteBuffer(bytes: bytes))
         )
     }

@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import SwitchboardConfig
@@ -14,6 +15,8 @@ struct TestGateway {
     let gateway: Gateway
     let port: Int
     let task: Task<Void, any Error>
+    /// What ``reload(_:)`` makes the gateway read next.
+    let nextConfiguration: NIOLockedValueBox<String>
 
     static let publishKey = "test-publish-key-0123456789abcdef"
     /// The admin key every test gateway has; ``get(_:admin:)`` sends it by default.
@@ -23,26 +26,38 @@ struct TestGateway {
     static func start(_ yaml: String, environment: [String: String] = [:]) async throws -> TestGateway {
         var env = ["SWITCHBOARD_PUBLISH_KEY": publishKey]
         env.merge(environment) { $1 }
-        var configuration = try ConfigurationLoader(registry: BuiltinPlugins.registry, environment: env).load(yaml: yaml, file: "test.yaml")
-        configuration.listener.host = "127.0.0.1"
-        configuration.listener.port = 0
-        if configuration.adminKey == nil { configuration.adminKey = adminKey }
+        let loader = ConfigurationLoader(registry: BuiltinPlugins.registry, environment: env)
+        let nextConfiguration = NIOLockedValueBox(yaml)
+        let read = { @Sendable () throws(ConfigurationError) -> GatewayConfiguration in
+            var configuration = try loader.load(yaml: nextConfiguration.withLockedValue { $0 }, file: "test.yaml")
+            configuration.listener.host = "127.0.0.1"
+            configuration.listener.port = 0
+            if configuration.adminKey == nil { configuration.adminKey = adminKey }
+            return configuration
+        }
+        let configuration = try read()
         var logger = Logger(label: "test-gateway")
         logger.logLevel = .warning
-        let gateway = try await Gateway.make(configuration: configuration, registry: BuiltinPlugins.registry, logger: logger)
+        let gateway = try await Gateway.make(configuration: configuration, registry: BuiltinPlugins.registry, logger: logger, reload: read)
         let (ports, continuation) = AsyncStream<Int>.makeStream()
         let task = Task {
             try await gateway.run(handleSignals: false) { port in continuation.yield(port) }
         }
         var iterator = ports.makeAsyncIterator()
         guard let port = await iterator.next() else { throw CancellationError() }
-        return TestGateway(gateway: gateway, port: port, task: task)
+        return TestGateway(gateway: gateway, port: port, task: task, nextConfiguration: nextConfiguration)
     }
 
     /// Shuts down gracefully and waits for the run loop to return.
     func stop() async {
         await gateway.shutdown()
         _ = try? await task.value
+    }
+
+    /// Reloads the gateway with `yaml` (the same environment and overrides as at start).
+    func reload(_ yaml: String) async -> Gateway.ReloadOutcome {
+        nextConfiguration.withLockedValue { $0 = yaml }
+        return await gateway.reload(trigger: "test")
     }
 
     var baseURL: String { "http://127.0.0.1:\(port)" }
