@@ -52,6 +52,9 @@ public final class LoopShard: @unchecked Sendable {
     private var deflaters: [DeflateSettings: Deflater] = [:]
     /// Subscriptions on this loop; read from other threads to skip idle loops.
     let subscriptionCount = Atomic<Int>(0)
+    /// Frames waiting in the send queues of this loop's connections (their sockets are
+    /// full). Kept by the connections, on the loop; read with ``queuedFramesOnLoop()``.
+    public var queuedFrames = 0
     /// When the oldest event delivered since the last flush round was published (0: none).
     private var oldestUnwritten: UInt64 = 0
     /// Connections admitted on this loop whose handler is not installed yet: the 101 may
@@ -338,6 +341,11 @@ public final class LoopShard: @unchecked Sendable {
     /// Counts frames a slow-consumer policy dropped.
     public func recordDrops(_ count: Int) {
         counters.dropped.add(count, ordering: .relaxed)
+    }
+
+    /// ``queuedFrames``, read on the loop.
+    public func queuedFramesOnLoop() async -> Int {
+        (try? await eventLoop.submit { self.queuedFrames }.get()) ?? 0
     }
 
     /// Subscriber counts per pattern on this loop.

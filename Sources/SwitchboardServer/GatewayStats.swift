@@ -44,6 +44,7 @@ struct StatFamily {
         "events_in_total": .init(kind: .counter, help: "Events published into the kernel."),
         "deliveries_total": .init(kind: .counter, help: "Event frames queued to connections."),
         "dropped_total": .init(kind: .counter, help: "Frames dropped by slow-consumer policies, all endpoints."),
+        "queued_frames": .init(kind: .gauge, help: "Frames waiting in send queues behind full sockets (slow readers), all connections."),
         "encodes_total": .init(kind: .counter, help: "Encoder calls on the broadcast path."),
         "compressions_total": .init(kind: .counter, help: "Shared permessage-deflate compressions."),
         "compression_input_bytes_total": .init(kind: .counter, help: "Payload bytes before shared compression, per encoder."),
@@ -150,6 +151,9 @@ extension Gateway {
         add("frame_builds_total", counters.frameBuilds.load(ordering: .relaxed), ["frame_builds"])
         add("dedicated_compression_memory_bytes", counters.dedicatedCompressionMemory.load(ordering: .relaxed), ["dedicated_compression_memory_bytes"])
         add("dropped_total", counters.dropped.load(ordering: .relaxed), ["dropped"])
+        var queued = 0
+        for shard in assembly.kernel.shards { queued += await shard.queuedFramesOnLoop() }
+        add("queued_frames", queued, ["queued_frames"])
         add("history_replayed_total", counters.replayed.load(ordering: .relaxed), ["history_replayed"])
         add("history_topics_refused_total", counters.historyTopicsRefused.load(ordering: .relaxed), ["history_topics_refused"])
         add("flush_rounds_total", counters.flushRounds.load(ordering: .relaxed), ["flush_rounds"])

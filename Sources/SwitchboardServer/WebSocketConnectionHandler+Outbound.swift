@@ -48,7 +48,9 @@ extension WebSocketConnectionHandler {
     func enqueueFrame(_ frame: ByteBuffer, event: PreparedEvent? = nil) -> Bool {
         guard registered, let output else { return false }
         let frame = outbound.takesDirectly ? compressedForDedicated(frame) : frame
+        let queuedBefore = outbound.queuedCount
         let (outcome, writes) = outbound.offer(frame, event: event)
+        shard.queuedFrames += outbound.queuedCount - queuedBefore
         write(writes, to: output)
         switch outcome {
         case .accepted:
@@ -138,6 +140,7 @@ extension WebSocketConnectionHandler {
             output.write(NIOAny(gathered), promise: nil)
         }
         while let frame = outbound.nextQueued() {
+            shard.queuedFrames -= 1
             output.write(NIOAny(compressedForDedicated(frame)), promise: nil)
         }
         output.flush()
@@ -165,6 +168,7 @@ extension WebSocketConnectionHandler {
         logger.debug("closing connection", metadata: ["code": "\(code)", "reason": "\(reason)"])
         // Frames already gathered were accepted for this connection: they leave before the
         // close. Queued ones are dropped: the peer is not reading them.
+        shard.queuedFrames -= outbound.queuedCount
         let gathered = outbound.close()
         if let gathered { output.write(NIOAny(gathered), promise: nil) }
         let frame = ServerFrame.close(code: code, reason: reason)
@@ -192,6 +196,7 @@ extension WebSocketConnectionHandler {
     func closeAfterPeer(code: UInt16, reason: String, violation: Bool) {
         guard registered, let context, let output else { return }
         if violation { runtime.closedForCause.add(1, ordering: .relaxed) }
+        shard.queuedFrames -= outbound.queuedCount
         let gathered = outbound.close()
         if let gathered { output.write(NIOAny(gathered), promise: nil) }
         let channel = context.channel

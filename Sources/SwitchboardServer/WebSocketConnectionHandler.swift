@@ -161,6 +161,7 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber 
         if let channel = context?.channel { runtime.open.remove(channel) }
         _ = inbound.startClose()
         inbound.closed()
+        shard.queuedFrames -= outbound.queuedCount
         outbound.removeAll()
         for task in [heartbeatTask, closeTimer, expiryTask] { task?.cancel() }
         heartbeatTask = nil
