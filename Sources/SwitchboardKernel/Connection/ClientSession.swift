@@ -144,16 +144,8 @@ public struct ClientSession {
             if let current = principal, current.identity != established.identity {
                 return [.reply(.error(code: "refresh_failed", message: "the new token is for a different subject"))]
             }
-            principal = established
-            var actions: [Action] = [.armExpiry(milliseconds: expiryDelay(nowMilliseconds: nowMilliseconds))]
-            // The new credential may grant less: drop what it no longer allows.
-            for pattern in subscriptions where !pipeline.mayTopic(pattern, principal: established) {
-                actions.append(.unsubscribe(pattern))
-                actions.append(.reply(.unsubscribed(pattern.text)))
-            }
-            subscriptions.removeAll { !pipeline.mayTopic($0, principal: established) }
-            actions.append(.reply(.refreshed(expiresAt: established.expiresAt)))
-            return actions
+            // The new credential may grant less: `adopt` drops what it no longer allows.
+            return adopt(established, pipeline: pipeline, nowMilliseconds: nowMilliseconds) + [.reply(.refreshed(expiresAt: established.expiresAt))]
         }
     }
 
