@@ -27,7 +27,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # Python packages for the interop tests (PyPI).
-if ! python3 -c "import websockets, msgpack, pytest, jwt, cryptography, httpx" 2>/dev/null; then
+if ! python3 -c "import websockets, msgpack, pytest, jwt, cryptography, httpx, prometheus_client" 2>/dev/null; then
     echo "setup: installing Python test packages"
     python3 -m pip install -q --disable-pip-version-check -r "$(dirname "${BASH_SOURCE[0]}")/../Tests/Interop/requirements.txt"
 fi

@@ -384,3 +384,44 @@ endpoints:
             assert dict(item[0] for item in peer["subject"])["commonName"] == "second"
     finally:
         stop_gateway(gateway)
+
+
+def test_metrics_parse_with_the_prometheus_client_parser():
+    """/metrics read by Prometheus's own Python parser: every family typed, and the
+    numbers /stats shows are the ones /metrics shows."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    config = """
+sources:
+  - name: publish
+    plugin: webhook
+    keys: ["${SWITCHBOARD_PUBLISH_KEY}"]
+endpoints:
+  - path: /ws
+    encoders: [json]
+    compression: {mode: shared, min_size: 0}
+"""
+    gateway = start_gateway(config, name="metrics")
+    try:
+        with websockets.sync.client.connect("ws://%s/ws" % gateway.address, open_timeout=5) as ws:
+            ws.send(json.dumps({"type": "subscribe", "data": "news"}))
+            ws.recv(timeout=5)
+            publish(gateway, [{"topic": "news", "type": "note", "data": {"n": n}} for n in range(5)])
+            for _ in range(5):
+                ws.recv(timeout=5)
+            with urllib.request.urlopen("http://%s/metrics" % gateway.address, timeout=5) as response:
+                assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+                text = response.read().decode()
+            status, stats = http(gateway, "GET", "/stats")
+        families = {family.name: family for family in text_string_to_metric_families(text)}
+        # The parser strips _total from counter names.
+        assert families["switchboard_deliveries"].type == "counter"
+        assert families["switchboard_publish_to_write_seconds"].type == "histogram"
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples}
+        assert samples[("switchboard_deliveries_total", ())] == stats["deliveries_out"] == 5
+        assert samples[("switchboard_events_in_total", ())] == stats["events_in"] == 5
+        assert samples[("switchboard_connections", (("endpoint", "/ws"),))] == stats["connections"]["per_endpoint"]["/ws"]["connections"] == 1
+        assert samples[("switchboard_publish_to_write_seconds_count", ())] >= 1
+        assert all(family.documentation for family in families.values()), "a family without # HELP"
+    finally:
+        stop_gateway(gateway)
