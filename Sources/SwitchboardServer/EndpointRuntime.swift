@@ -108,7 +108,8 @@ extension UpgradeRequest {
         var kept = self
         kept.headers.removeAll { header in
             let name = header.name.lowercased()
-            return name.hasPrefix("sec-websocket-") || name == "upgrade" || name == "connection"
+            // Sec-WebSocket-Protocol stays: a JWT filter may read its token from it.
+            return (name.hasPrefix("sec-websocket-") && name != "sec-websocket-protocol") || name == "upgrade" || name == "connection"
         }
         return kept
     }

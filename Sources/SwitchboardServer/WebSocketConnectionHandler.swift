@@ -377,7 +377,11 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber 
     // MARK: commands from the gateway (drain, reload)
 
     private func obey(_ command: ConnectionCommand) {
-        guard registered, inbound.isOpen else { return }
+        guard registered, inbound.isOpen else {
+            // Too late for the new filters' guards: release them now, not never.
+            if case .refiltered(_, .admit(_, let newGuards)) = command { for guardian in newGuards { guardian.connectionClosed() } }
+            return
+        }
         switch command {
         case .close(let code, let reason):
             failConnection(code: code, reason: reason, countAsCause: false)
