@@ -49,9 +49,11 @@ final class DecodingSession {
     var allowsUnsetVariables = false
     private(set) var diagnostics: [Diagnostic] = []
     private(set) var warnings: [Diagnostic] = []
-    /// Where a problem was found (rendered paths): a plugin block whose own validation
+    /// Where an error was found (rendered paths): a plugin block whose own validation
     /// then fails only reports what caused it, not the consequence.
     private var troubledPaths: [String] = []
+    /// Where a warning was found (an unset variable under `--allow-unset`).
+    private var warnedPaths: [String] = []
     private var trackers: [String: MappingTracker] = [:]
     private var trackerOrder: [String] = []
     private var abortedPaths: [String] = []
@@ -83,13 +85,29 @@ final class DecodingSession {
         if let plugin { label += label.isEmpty ? "(\(plugin))" : " (\(plugin))" }
         let warning = Diagnostic(file: file, line: mark?.line ?? 1, column: mark?.column ?? 1, path: label, message: "warning: " + message, hint: hint)
         if !warnings.contains(warning) { warnings.append(warning) }
-        troubledPaths.append(renderPath(path))
+        warnedPaths.append(renderPath(path))
     }
 
-    /// Whether an error or warning was already recorded at `path` or inside it.
-    func hasProblems(under path: [PathComponent]) -> Bool {
+    /// Reports a block's own validation failure unless it follows from a problem already
+    /// reported inside the block. After only warnings there (an unset variable read as
+    /// empty), the failure may or may not follow from them: it becomes a warning that says
+    /// the block was not fully validated, rather than vanishing.
+    func reportValidationFailure(_ error: ConfigValidationError, mark: Mark?, path: [PathComponent], plugin: String?) {
+        if Self.contains(troubledPaths, under: path) { return }
+        if Self.contains(warnedPaths, under: path) {
+            warn(
+                "not fully validated: \(error.message)",
+                hint: "this may follow from the unset variable reported above; check again with the variable set",
+                mark: mark, path: path, plugin: plugin
+            )
+        } else {
+            report(error.message, hint: error.hint, mark: mark, path: path, plugin: plugin)
+        }
+    }
+
+    private static func contains(_ paths: [String], under path: [PathComponent]) -> Bool {
         let prefix = renderPath(path)
-        return troubledPaths.contains { $0 == prefix || prefix.isEmpty || $0.hasPrefix(prefix + ".") || $0.hasPrefix(prefix + "[") }
+        return paths.contains { $0 == prefix || prefix.isEmpty || $0.hasPrefix(prefix + ".") || $0.hasPrefix(prefix + "[") }
     }
 
     /// The tracker for a mapping node, shared by every container opened on it.
@@ -235,9 +253,13 @@ enum Interpolation {
 
 extension DecodingSession {
     /// A canonical text of `node` with `${VAR}` expanded: two blocks with the same
-    /// fingerprint configure the same thing (key order, quoting and comments aside). A hot
-    /// reload keeps whatever did not change by this measure. Keys in `excluding` (top level
-    /// only) are left out.
+    /// fingerprint configure the same thing (key order and comments aside). A hot reload
+    /// keeps whatever did not change by this measure, so it errs towards "changed": a
+    /// scalar's resolved type counts (`null` is not `"null"`, quoting a string is not a
+    /// change), and a
+    /// key named `file` or ending in `_file` adds a digest of the file it names (API key
+    /// lists, JWKS, PEM keys), so that editing only that file still counts as a change.
+    /// Keys in `excluding` (top level only) are left out.
     func fingerprint(of node: Node, excluding: Set<String> = []) -> String {
         var output = ""
         appendFingerprint(of: node, excluding: excluding, to: &output)
@@ -248,7 +270,10 @@ extension DecodingSession {
         switch node {
         case .scalar(let scalar):
             let text = (try? Interpolation.expand(scalar.string, environment: environment).get()) ?? scalar.string
-            output += "\"" + text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+            // The resolved tag: `5` (int) and `"5"` (str) differ, `/ws` and `"/ws"` do not.
+            let tag = Resolver.default.resolveTag(of: node).rawValue
+            if tag != Tag.Name.str.rawValue { output += "!" + Self.quoted(tag) }
+            output += Self.quoted(text)
         case .mapping(let mapping):
             let entries = mapping.compactMap { entry -> (String, Node)? in
                 let key = entry.key.scalar?.string ?? "\(entry.key)"
@@ -256,8 +281,12 @@ extension DecodingSession {
             }.sorted { $0.0 < $1.0 }
             output += "{"
             for (key, value) in entries {
-                output += key + ":"
+                output += Self.quoted(key) + ":"
                 appendFingerprint(of: value, excluding: [], to: &output)
+                if key == "file" || key.hasSuffix("_file"), case .scalar(let scalar) = value {
+                    let path = (try? Interpolation.expand(scalar.string, environment: environment).get()) ?? scalar.string
+                    output += "#" + Self.fileDigest(path)
+                }
                 output += ","
             }
             output += "}"
@@ -271,5 +300,21 @@ extension DecodingSession {
         case .alias:
             output += "*"
         }
+    }
+
+    private static func quoted(_ text: String) -> String {
+        "\"" + text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+    }
+
+    /// FNV-1a (64 bits) of the file's bytes and its size; "unreadable" when it cannot be
+    /// read (the plugin then reports why).
+    static func fileDigest(_ path: String) -> String {
+        guard let data = FileManager.default.contents(atPath: path) else { return "unreadable" }
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in data {
+            hash ^= UInt64(byte)
+            hash &*= 0x0000_0100_0000_01b3
+        }
+        return "\(data.count):\(String(hash, radix: 16))"
     }
 }

@@ -4,6 +4,42 @@ import SwitchboardCore
 /// The whole gateway as one validated value: where to listen, which sources run and which
 /// endpoints clients connect to.
 public struct GatewayConfiguration: Sendable {
+    /// Paths the gateway answers itself, whatever the configuration: no endpoint, stats
+    /// path or source route may take them (nor anything under `/admin/`).
+    public static let builtInPaths: Set<String> = ["/healthz", "/readyz", "/stats", "/metrics"]
+
+    /// Whether `path` is one of ``builtInPaths`` or under `/admin/`.
+    public static func isBuiltInPath(_ path: String) -> Bool {
+        builtInPaths.contains(path) || path == "/admin" || path.hasPrefix("/admin/")
+    }
+
+    /// Why source routes cannot be served beside this configuration's own paths: a
+    /// built-in route, an endpoint or stats path, the dashboard's, or another source's
+    /// route with the same method. Empty when they fit.
+    public func routeConflicts(_ routes: [(source: String, method: String, path: String)]) -> [String] {
+        var problems: [String] = []
+        var taken: [String: String] = [:]
+        for endpoint in endpoints {
+            taken[endpoint.path] = "endpoint \(endpoint.path)"
+            if let statsPath = endpoint.statsPath { taken[statsPath] = "the stats path of endpoint \(endpoint.path)" }
+        }
+        if dashboard.enabled {
+            for path in [dashboard.path, "/client.js", "/endpoints.json"] { taken[path] = "the dashboard" }
+        }
+        var seen: [String: String] = [:]
+        for route in routes {
+            if Self.isBuiltInPath(route.path) {
+                problems.append("source '\(route.source)': route \(route.method) \(route.path) is taken by a built-in route")
+            } else if let owner = taken[route.path] {
+                problems.append("source '\(route.source)': route \(route.method) \(route.path) is taken by \(owner)")
+            } else if let other = seen["\(route.method) \(route.path)"], other != route.source {
+                problems.append("source '\(route.source)': route \(route.method) \(route.path) is already served by source '\(other)'")
+            }
+            seen["\(route.method) \(route.path)"] = route.source
+        }
+        return problems
+    }
+
     /// Address and port.
     public var listener: ListenerConfiguration
     /// Event sources, started in order.
@@ -119,6 +155,24 @@ extension GatewayConfiguration: Decodable {
         }
         var seenPaths: [String: Int] = [:]
         for (index, endpoint) in endpoints.enumerated() {
+            for (key, path) in [("path", endpoint.path), ("stats_path", endpoint.statsPath)] {
+                guard let path, Self.isBuiltInPath(path) else { continue }
+                nodeDecoder.session.report(
+                    "\(key) '\(path)' is taken by a built-in route",
+                    hint: "the gateway itself answers \(Self.builtInPaths.sorted().joined(separator: ", ")) and /admin/…; pick another path",
+                    mark: endpoint.position,
+                    path: [.key("endpoints"), .index(index), .key(key)],
+                    plugin: nil
+                )
+            }
+            if let statsPath = endpoint.statsPath, let other = endpoints.firstIndex(where: { $0.path == statsPath }) {
+                nodeDecoder.session.report(
+                    "stats_path '\(statsPath)' is the path of endpoints[\(other)]",
+                    mark: endpoint.position,
+                    path: [.key("endpoints"), .index(index), .key("stats_path")],
+                    plugin: nil
+                )
+            }
             if let first = seenPaths[endpoint.path] {
                 nodeDecoder.session.report(
                     "duplicate endpoint path '\(endpoint.path)'",
@@ -332,7 +386,7 @@ public struct DashboardConfiguration: Sendable, Decodable, Equatable {
         if !path.hasPrefix("/") || path.contains("?") || path.contains(" ") {
             node.report("dashboard path must start with '/' and contain no query or spaces, got '\(path)'", key: "path")
         }
-        if ["/client.js", "/endpoints.json", "/healthz", "/readyz", "/stats", "/metrics"].contains(path) || path.hasPrefix("/admin/") {
+        if ["/client.js", "/endpoints.json"].contains(path) || GatewayConfiguration.isBuiltInPath(path) {
             node.report("dashboard path '\(path)' is taken by a built-in route", hint: "e.g. /dashboard", key: "path")
         }
     }

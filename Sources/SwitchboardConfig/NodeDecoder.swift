@@ -44,7 +44,7 @@ struct NodeDecoder: Decoder, ConfigShapeProbing {
         } catch let error as ConfigValidationError {
             // A block whose keys already had a problem (an unset variable, a bad value)
             // fails its own validation because of it: report the cause only.
-            if !session.hasProblems(under: path) { report(error.message, hint: error.hint) }
+            session.reportValidationFailure(error, mark: node.mark, path: path, plugin: plugin)
             session.markAborted(path)
             throw ReportedError()
         }
@@ -118,7 +118,7 @@ struct NodeDecoder: Decoder, ConfigShapeProbing {
         do {
             return try T(from: child)
         } catch let error as ConfigValidationError {
-            if !session.hasProblems(under: path) { child.report(error.message, hint: error.hint) }
+            session.reportValidationFailure(error, mark: node.mark, path: path, plugin: plugin)
             if let placeholder = (T.self as? any ConfigPlaceholder.Type)?.configPlaceholder as? T { return placeholder }
             session.markAborted(path)
             throw ReportedError()

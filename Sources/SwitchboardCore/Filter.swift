@@ -96,12 +96,19 @@ public protocol Filter: Sendable {
     /// connection keeps its current credential until it expires), or `nil` when this filter
     /// does not take refreshes (the default).
     func refresh(credential: String, current: Principal?) async -> FilterDecision?
+    /// A configuration reload re-runs the new chain on an open connection's upgrade
+    /// request. The default decides as ``admit(_:principal:)`` does; a filter whose `admit`
+    /// spends something only a new connection should (a connect-rate token) overrides it.
+    func recheck(_ request: UpgradeRequest, principal: Principal?) async -> FilterDecision
 }
 
 extension Filter {
     public func allowSubscription(to topic: String, principal: Principal?) -> Bool { true }
     public func attach(_ request: UpgradeRequest, principal: Principal?) -> FilterAttachment { .none }
     public func refresh(credential: String, current: Principal?) async -> FilterDecision? { nil }
+    public func recheck(_ request: UpgradeRequest, principal: Principal?) async -> FilterDecision {
+        await admit(request, principal: principal)
+    }
 }
 
 /// What a filter may use while being built.

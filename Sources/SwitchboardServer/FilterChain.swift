@@ -12,10 +12,13 @@ enum FilterChainDecision: Sendable {
 extension EndpointPipeline {
     /// Runs every filter's `admit` in order, then, once all agreed, lets each `attach`
     /// per-connection resources. A refusal after some guards attached releases them.
-    func runFilters(_ request: UpgradeRequest) async -> FilterChainDecision {
+    /// `recheck`: the request is an open connection's, run again by a reload
+    /// (``Filter/recheck(_:principal:)`` instead of `admit`).
+    func runFilters(_ request: UpgradeRequest, recheck: Bool = false) async -> FilterChainDecision {
         var principal: Principal?
         for filter in filters {
-            switch await filter.admit(request, principal: principal) {
+            let decision = recheck ? await filter.recheck(request, principal: principal) : await filter.admit(request, principal: principal)
+            switch decision {
             case .admit(let established): principal = established ?? principal
             case .deny(let status, let reason, let retryAfter): return .refuse(status: status, reason: reason, retryAfter: retryAfter)
             }

@@ -224,6 +224,8 @@ public final class Gateway: Sendable {
         for (name, source) in initialSources { sourceRunner.start(name: name, source: source) }
         let group = ServiceGroup(configuration: .init(services: [.init(service: application)], logger: logger))
         serviceGroup.withLockedValue { $0 = group }
+        // `shutdown()` may have run before the group existed: the group remembers the request.
+        if drain.hasStarted { await group.triggerGracefulShutdown() }
         let limiter = connectionLimiter
         let trimmer = MemoryTrimmer(on: eventLoopGroup.next()) { limiter.openConnections }
         defer { trimmer.cancel() }
@@ -259,9 +261,15 @@ public final class Gateway: Sendable {
     /// WebSocket connections are not tasks of the HTTP server, so its end does not wait for
     /// them: wait here until the closed clients have answered the 1001 close (or the close
     /// timeout has closed them), at most `shutdown.grace` plus a second.
-    private func waitForWebSocketClients(hurried: Bool) async {
-        let limit = ContinuousClock.now + (hurried ? .milliseconds(500) : configuration.shutdownGrace.duration + .seconds(1))
-        while endpoints.all.values.contains(where: { $0.connections.load(ordering: .relaxed) > 0 }), ContinuousClock.now < limit {
+    /// A second signal during the wait shortens it to half a second from then.
+    private func waitForWebSocketClients() async {
+        let start = ContinuousClock.now
+        let patient = start + configuration.shutdownGrace.duration + .seconds(1)
+        var hurriedLimit: ContinuousClock.Instant? = drain.isHurried ? start + .milliseconds(500) : nil
+        while endpoints.all.values.contains(where: { $0.connections.load(ordering: .relaxed) > 0 }) {
+            let now = ContinuousClock.now
+            if hurriedLimit == nil && drain.isHurried { hurriedLimit = now + .milliseconds(500) }
+            if now >= min(patient, hurriedLimit ?? patient) { return }
             try? await Task.sleep(for: .milliseconds(10))
         }
     }
@@ -290,7 +298,7 @@ public final class Gateway: Sendable {
         await closePaced(open, over: settings.drain.duration, jitter: settings.reconnectJitter.duration, reason: "server shutting down")
         // Connections that were being accepted while the drain started.
         for runtime in endpoints.all.values { runtime.open.send(.close(code: 1001, reason: "server shutting down")) }
-        await waitForWebSocketClients(hurried: drain.isHurried)
+        await waitForWebSocketClients()
     }
 
     /// Closes `connections` with 1001 one after another, evenly over `window`, each reason

@@ -87,6 +87,8 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
         var request: UpgradeRequest?
         /// Keeps the loop's shard from being skipped until the handler has subscribed.
         var arrival: ArrivalReservation?
+        /// The pipeline whose filters and settings admitted the request.
+        var pipeline: EndpointPipeline
     }
 
     /// The negotiated permessage-deflate parameters and the variant deliveries use.
@@ -195,7 +197,7 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
                 // blocks: 5 bytes per 64 KiB); the inflated size has its own limit.
                 maxFrameSize: { _ in
                     guard let admitted = admission.value else { return 125 }
-                    let limit = admitted.runtime.pipeline.maxMessageSize
+                    let limit = admitted.pipeline.maxMessageSize
                     return admitted.compression == nil ? limit : limit + limit / 1024 + 64  // limit ≤ 64 MiB
                 },
                 upgradePipelineHandler: { channel, _ in
@@ -221,8 +223,10 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
                             logger: connectionLogger,
                             remoteAddress: channel.remoteAddress?.ipAddress,
                             request: admitted.request,
-                            attachedGuards: admitted.attachedGuards
+                            attachedGuards: admitted.attachedGuards,
+                            pipeline: admitted.pipeline
                         )
+                        handler.table = endpoints
                         try channel.pipeline.syncOperations.addHandler(handler)
                         admitted.arrival?.release()  // subscribed in handlerAdded
                         return UpgradeResult.websocket(channel)
@@ -310,7 +314,7 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
         if pipeline.filters.isEmpty {
             admission.value = Admission(
                 runtime: runtime, choice: negotiated.0, principal: nil, compression: compression,
-                arrival: Self.reserveArrival(kernel: kernel, channel: channel)
+                arrival: Self.reserveArrival(kernel: kernel, channel: channel), pipeline: pipeline
             )
             return channel.eventLoop.makeSucceededFuture(headers)
         }
@@ -332,7 +336,7 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
                 admission.value = Admission(
                     runtime: runtime, choice: negotiated.0, principal: principal, compression: compression, guards: guards,
                     attachedGuards: attached, request: request.keptForConnection(),
-                    arrival: Self.reserveArrival(kernel: kernel, channel: channel)
+                    arrival: Self.reserveArrival(kernel: kernel, channel: channel), pipeline: pipeline
                 )
                 return responseHeaders
             case .refuse(let status, let reason, let retryAfter):

@@ -100,6 +100,9 @@ extension Gateway {
                 errors.append("\(error)")
             }
         }
+        var routes = live.withLockedValue { $0.sourceRoutes }.filter { name, _ in new.sources.contains { $0.name == name } }
+        for built in builtSources { routes[built.configuration.name] = built.routes }
+        errors += new.routeConflicts(routes.keys.sorted().flatMap { name in (routes[name] ?? []).map { (name, $0.method, $0.path) } })
         guard errors.isEmpty else { return rejected(errors, trigger: trigger) }
 
         // Apply.
@@ -159,7 +162,10 @@ extension Gateway {
             if existed { await sourceRunner.stop(name) }
             assembly.supervisor.register(name: name, plugin: built.configuration.plugin)
             live.withLockedValue { $0.sourceRoutes[name] = built.routes }
-            sourceRunner.start(name: name, source: Self.leased(built.source, name: name, run: built.configuration.run, bus: bus, supervisor: assembly.supervisor))
+            guard sourceRunner.start(name: name, source: Self.leased(built.source, name: name, run: built.configuration.run, bus: bus, supervisor: assembly.supervisor)) else {
+                changes.append("source \(name) (\(built.configuration.plugin)) not started: the gateway is shutting down")
+                continue
+            }
             changes.append("source \(name) (\(built.configuration.plugin)) \(existed ? "restarted with its new settings" : "added")")
         }
         live.withLockedValue { state in
@@ -196,7 +202,7 @@ extension Gateway {
                 reconnect.append(connection)
                 continue
             }
-            let decision = await pipeline.runFilters(request)
+            let decision = await pipeline.runFilters(request, recheck: true)
             if case .admit = decision { kept += 1 } else { closed += 1 }
             connection.send(.refiltered(pipeline, decision))
         }

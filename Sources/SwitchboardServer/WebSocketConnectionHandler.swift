@@ -37,8 +37,13 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber 
     /// Per-connection filter state (rate limits); released by `attachedGuards` on close.
     var guards: [any ConnectionGuard]
     let attachedGuards: AttachedGuards?
-    /// The upgrade request (handshake headers dropped), kept for re-running filters.
-    let request: UpgradeRequest?
+    /// The upgrade request (handshake headers dropped), kept for re-running filters;
+    /// forgotten once the client refreshes its credential in-band (the request no longer
+    /// says who the connection is: a filter reload then closes it to reconnect).
+    var request: UpgradeRequest?
+    /// The gateway's endpoint table: an upgrade that completes after a drain or a reload
+    /// took its snapshot of open connections is closed here (``closeIfStale()``).
+    var table: EndpointTable?
     let shard: LoopShard
     /// The server's logger, without per-connection metadata: that is added only when a
     /// line is logged (a metadata dictionary per idle connection costs ~900 bytes).
@@ -85,10 +90,11 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber 
         logger: Logger,
         remoteAddress: String? = nil,
         request: UpgradeRequest? = nil,
-        attachedGuards: AttachedGuards? = nil
+        attachedGuards: AttachedGuards? = nil,
+        pipeline decided: EndpointPipeline? = nil
     ) {
         self.runtime = runtime
-        self.pipeline = runtime.pipeline
+        self.pipeline = decided ?? runtime.pipeline
         self.request = request
         self.attachedGuards = attachedGuards
         self.choice = choice
@@ -98,7 +104,7 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber 
         self.shard = shard
         self.baseLogger = logger
         self.remoteAddress = remoteAddress
-        let pipeline = runtime.pipeline
+        let pipeline = self.pipeline
         let decompression = compression.map {
             InboundDecompression(windowBits: $0.agreement.clientWindowBits, noContextTakeover: $0.agreement.clientNoContextTakeover, shard: shard)
         }
@@ -143,6 +149,27 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber 
         runtime.open.add(OpenConnection(channel: context.channel, request: request))
         perform(session.start(pipeline: pipeline, nowMilliseconds: UnixTime.nowMilliseconds()))
         scheduleHeartbeat(at: heartbeat.tick(now: Self.now()).nextTick)
+        closeIfStale()
+    }
+
+    /// The filters of an upgrade run off the loop; a drain or a reload may have taken its
+    /// snapshot of the open connections meanwhile, and would never reach this one. Checked
+    /// after joining the registry (its lock orders the two): the gateway drains, the
+    /// endpoint was removed or replaced, or its pipeline is no longer the one that admitted
+    /// the request — close with 1001 so that the client reconnects to what is in force.
+    private func closeIfStale() {
+        guard let table, registered, inbound.isOpen else { return }
+        let reason: String
+        if table.draining.load(ordering: .relaxed) {
+            reason = "server shutting down"
+        } else if table[pipeline.path] !== runtime {
+            reason = "endpoint \(pipeline.path) was removed by a configuration reload"
+        } else if runtime.pipeline !== pipeline {
+            reason = "endpoint settings changed by a configuration reload"
+        } else {
+            return
+        }
+        failConnection(code: 1001, reason: reason + "; reconnect_after_ms=0", countAsCause: false)
     }
 
     public func handlerRemoved(context: ChannelHandlerContext) {
@@ -427,6 +454,10 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber 
         }.whenSuccess { decision in
             let handler = handler.value
             guard handler.registered, handler.inbound.isOpen else { return }
+            if case .admit(let principal?) = decision, principal != current, handler.request != nil, let channel = handler.context?.channel {
+                handler.request = nil
+                handler.runtime.open.add(OpenConnection(channel: channel, request: nil))
+            }
             let pipeline = handler.pipeline
             handler.perform(handler.session.refreshFinished(decision, pipeline: pipeline, nowMilliseconds: UnixTime.nowMilliseconds()))
         }

@@ -1,3 +1,4 @@
+import Foundation
 import SwitchboardConfig
 import SwitchboardCore
 import Testing
@@ -266,6 +267,81 @@ import switchboard
 
     @Test func emptyFileIsAnError() {
         #expect(Self.diagnostics("") == ["test.yaml:1:1: the configuration is empty (see configs/default.yaml)"])
+    }
+
+    /// A reload keeps what has the same fingerprint: key order and comments do not count;
+    /// quoting, a different value and the contents of a referenced file do.
+    @Test func fingerprintsCountWhatConfigures() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("fingerprint-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let keyFile = directory.appendingPathComponent("keys.txt")
+        try "alice key:0123456789abcdef0123\n".write(to: keyFile, atomically: true, encoding: .utf8)
+        func endpoint(_ body: String) throws -> EndpointConfiguration {
+            let configuration = try Self.loader.load(yaml: "endpoints:\n" + body, file: "fp.yaml")
+            return try #require(configuration.endpoints.first)
+        }
+        let base = try endpoint("""
+              - path: /ws
+                encoders: [json]
+                filters:
+                  - {plugin: api_key, file: \(keyFile.path)}
+            """)
+        let reordered = try endpoint("""
+              # a comment
+              - encoders: [json]
+                filters:
+                  - {file: \(keyFile.path), plugin: api_key}
+                path: /ws
+            """)
+        #expect(base.fingerprint == reordered.fingerprint)
+        #expect(base.fingerprintWithoutFilters == reordered.fingerprintWithoutFilters)
+        // Quoting a string changes nothing; quoting what would be a number or null does.
+        let quoted = try endpoint("""
+              - path: "/ws"
+                encoders: ["json"]
+                filters:
+                  - {plugin: api_key, file: \(keyFile.path)}
+            """)
+        #expect(base.fingerprint == quoted.fingerprint)
+        let numbers = try endpoint("""
+              - path: /ws
+                encoders: [json]
+                max_subscriptions: 10
+            """)
+        let numberAsString = try endpoint("""
+              - path: /ws
+                encoders: [json]
+                max_subscriptions: "10"
+            """)
+        #expect(numbers.fingerprint != numberAsString.fingerprint)
+        // The key file changes, the YAML does not: the filters changed.
+        try "alice key:0123456789abcdef0123\nbob key:abcdef0123456789abcd\n".write(to: keyFile, atomically: true, encoding: .utf8)
+        let edited = try endpoint("""
+              - path: /ws
+                encoders: [json]
+                filters:
+                  - {plugin: api_key, file: \(keyFile.path)}
+            """)
+        #expect(base.fingerprint != edited.fingerprint)
+        #expect(base.fingerprintWithoutFilters == edited.fingerprintWithoutFilters)
+    }
+
+    @Test func builtInPathsCannotBeTaken() {
+        let messages = Self.diagnostics("""
+            endpoints:
+              - path: /metrics
+                encoders: [json]
+              - path: /ws
+                encoders: [json]
+                stats_path: /admin/reload
+              - path: /other
+                encoders: [json]
+                stats_path: /ws
+            """)
+        #expect(messages.contains { $0.contains("endpoints[0].path: path '/metrics' is taken by a built-in route") }, "\(messages)")
+        #expect(messages.contains { $0.contains("endpoints[1].stats_path: stats_path '/admin/reload' is taken by a built-in route") }, "\(messages)")
+        #expect(messages.contains { $0.contains("endpoints[2].stats_path: stats_path '/ws' is the path of endpoints[1]") }, "\(messages)")
     }
 
     @Test func interpolationWithDefaultsAndEscapes() throws {

@@ -133,6 +133,12 @@ final class RateLimiter: Filter, @unchecked Sendable {
         return deny(status: 429, reason: "too many connection attempts", retryAfter: retry, address: address, principal: principal)
     }
 
+    /// An open connection re-run by a reload was admitted already: it spends no
+    /// connect-rate token (`attach` still counts it against the connection limits).
+    func recheck(_ request: UpgradeRequest, principal: Principal?) async -> FilterDecision {
+        .admit(principal)
+    }
+
     private func forgetIdleBuckets(now: Int64) {
         for (key, var bucket) in buckets where bucket.isIdle(now: now) { buckets[key] = nil }
     }
