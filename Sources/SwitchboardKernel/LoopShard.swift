@@ -54,7 +54,7 @@ public final class LoopShard: @unchecked Sendable {
     let subscriptionCount = Atomic<Int>(0)
     /// Frames waiting in the send queues of this loop's connections (their sockets are
     /// full). Kept by the connections, on the loop; read with ``queuedFramesOnLoop()``.
-    public var queuedFrames = 0
+    package var queuedFrames = 0
     /// When the oldest event delivered since the last flush round was published (0: none).
     private var oldestUnwritten: UInt64 = 0
     /// Connections admitted on this loop whose handler is not installed yet: the 101 may

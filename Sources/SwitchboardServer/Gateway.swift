@@ -275,7 +275,8 @@ public final class Gateway: Sendable {
     }
 
     /// Shuts a running gateway down as SIGTERM does: stops accepting (the listening socket
-    /// closes, and upgrades already under way get 503), closes WebSocket clients with 1001
+    /// closes, upgrade requests still arriving get 503, and a connection whose filters finish
+    /// after the drain began is closed with 1001 at once), closes WebSocket clients with 1001
     /// spread over `shutdown.drain` while deliveries continue to the rest, and waits for
     /// them; ``run(handleSignals:onRunning:)`` then stops the sources and returns. Every
     /// caller waits for the same drain.

@@ -425,3 +425,201 @@ endpoints:
         assert all(family.documentation for family in families.values()), "a family without # HELP"
     finally:
         stop_gateway(gateway)
+
+
+RECHECK = """
+sources:
+  - name: publish
+    plugin: webhook
+    keys: ["${SWITCHBOARD_PUBLISH_KEY}"]
+endpoints:
+  - path: /limited
+    encoders: [json]
+    topics: ["*"]
+    filters:
+      - plugin: rate_limit
+        connect_rate: 0.01
+        connect_burst: %d
+  - path: /token
+    encoders: [json]
+    topics: ["*"]
+    filters:
+      - plugin: jwt
+        issuer: https://issuer.test
+        audience: switchboard
+        leeway: %s
+        keys: [{kid: k1, algorithm: HS256, secret: "%s"}]
+shutdown: {drain: 500ms}
+"""
+
+RECHECK_SECRET = "recheck-secret-0123456789abcdef0123456789"
+
+
+def recheck_token(exp):
+    import jwt
+    now = int(time.time())
+    body = {"iss": "https://issuer.test", "sub": "alice", "aud": "switchboard", "iat": now, "exp": exp}
+    return jwt.encode(body, RECHECK_SECRET, algorithm="HS256", headers={"kid": "k1"})
+
+
+def test_reload_rechecks_without_spending_connect_tokens_and_reconnects_refreshed_tokens():
+    """A re-run of the filters on reload is not a new connection (rate_limit spends no
+    connect token on it), and a connection that refreshed its token in-band is not judged
+    by the token it connected with: it is closed with 1001 to reconnect with its current one."""
+    gateway = start_gateway(RECHECK % (1, "0s", RECHECK_SECRET), name="recheck")
+    config = pathlib.Path(gateway.config)
+    try:
+        limited = Collector("ws://%s/limited" % gateway.address, "seq")
+        # The only token of the bucket is spent: a second connection is refused.
+        try:
+            websockets.sync.client.connect("ws://%s/limited" % gateway.address, open_timeout=5)
+            raise AssertionError("the connect-rate bucket was not empty")
+        except websockets.InvalidStatus as error:
+            assert error.response.status_code == 429
+
+        # Connected with a token that expires in 2 s, refreshed to one valid for 5 minutes.
+        first = recheck_token(int(time.time()) + 2)
+        refreshed = websockets.sync.client.connect(
+            "ws://%s/token" % gateway.address, additional_headers={"Authorization": "Bearer " + first}, open_timeout=5)
+        refreshed.send(json.dumps({"type": "refresh", "data": recheck_token(int(time.time()) + 300)}))
+        assert json.loads(refreshed.recv(timeout=5))["type"] == "refreshed"
+        # An unrefreshed connection with a long token is simply admitted again.
+        plain = Collector("ws://%s/token" % gateway.address, "seq",
+                          {"Authorization": "Bearer " + recheck_token(int(time.time()) + 300)})
+        time.sleep(2.5)  # the first token has expired
+
+        # New filters on both endpoints (a second token in the bucket; leeway 0ms, still none).
+        config.write_text(RECHECK % (2, "0ms", RECHECK_SECRET))
+        status, body = http(gateway, "POST", "/admin/reload")
+        assert status == 200, body
+        assert "endpoint /limited filters changed (1 connections admitted again, 0 closed)" in body["changes"], body
+        assert "endpoint /token filters changed (1 connections admitted again, 1 closed)" in body["changes"], body
+
+        # The re-admission spent nothing: the new bucket still lets two connections in.
+        for _ in range(2):
+            websockets.sync.client.connect("ws://%s/limited" % gateway.address, open_timeout=5).close()
+        # The refreshed connection is asked to reconnect (1001), not refused (1008).
+        try:
+            while True:
+                refreshed.recv(timeout=5)
+        except websockets.ConnectionClosed as closed:
+            assert closed.rcvd is not None and closed.rcvd.code == 1001, closed
+            assert "filters changed" in closed.rcvd.reason, closed.rcvd.reason
+        time.sleep(0.3)
+        assert limited.close_code is None and plain.close_code is None
+        limited.ws.close()
+        plain.ws.close()
+    finally:
+        stop_gateway(gateway)
+
+
+def test_source_routes_cannot_shadow_built_in_or_endpoint_paths():
+    """A webhook at /metrics or at an endpoint's path is refused at start and by reload."""
+    clash = BASE.replace("    keys: [\"${SWITCHBOARD_PUBLISH_KEY}\"]\n",
+                         "    keys: [\"${SWITCHBOARD_PUBLISH_KEY}\"]\n  - name: shadow\n    plugin: webhook\n    path: /metrics\n    keys: [\"${SWITCHBOARD_PUBLISH_KEY}\"]\n")
+    binary = os.environ.get("SWITCHBOARD_BINARY", str(pathlib.Path(__file__).resolve().parents[2] / ".build/release/switchboard"))
+    with tempfile.TemporaryDirectory() as directory:
+        path = pathlib.Path(directory) / "clash.yaml"
+        path.write_text(clash % BOTH_KEYS)
+        result = subprocess.run([binary, "run", str(path), "--host", "127.0.0.1", "--port", "0"], capture_output=True, text=True,
+                                timeout=30, env=dict(os.environ, SWITCHBOARD_PUBLISH_KEY=PUBLISH_KEY))
+        assert result.returncode != 0
+        assert "route POST /metrics is taken by a built-in route" in result.stdout + result.stderr, result.stdout + result.stderr
+
+    gateway = start_gateway(BASE % BOTH_KEYS, name="shadow")
+    try:
+        pathlib.Path(gateway.config).write_text((BASE % BOTH_KEYS).replace(
+            "    keys: [\"${SWITCHBOARD_PUBLISH_KEY}\"]\n",
+            "    keys: [\"${SWITCHBOARD_PUBLISH_KEY}\"]\n  - name: shadow\n    plugin: webhook\n    path: /keep\n    keys: [\"${SWITCHBOARD_PUBLISH_KEY}\"]\n", 1))
+        status, body = http(gateway, "POST", "/admin/reload")
+        assert status == 422, body
+        assert "source 'shadow': route POST /keep is taken by endpoint /keep" in body["errors"], body
+        with urllib.request.urlopen("http://%s/metrics" % gateway.address, timeout=10) as response:
+            assert response.status == 200 and b"switchboard_" in response.read()
+    finally:
+        stop_gateway(gateway)
+
+
+def test_an_upgrade_admitted_by_the_old_filters_after_a_reload_is_closed_to_reconnect():
+    """The filters of an upgrade run while a reload replaces them (here: a JWKS fetch that
+    takes 2 s): the connection they admit belongs to the old configuration, which the reload
+    never saw, so it is closed with 1001 to reconnect under the new one."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    keys = {"j1": rsa.generate_private_key(public_exponent=65537, key_size=2048),
+            "j2": rsa.generate_private_key(public_exponent=65537, key_size=2048)}
+    state = {"served": ["j1"], "slow_once": False}
+
+    def jwk(kid):
+        value = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(keys[kid].public_key()))
+        value.update({"kid": kid, "use": "sig", "alg": "RS256"})
+        return value
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            if state["slow_once"]:
+                state["slow_once"] = False
+                time.sleep(2)
+            body = json.dumps({"keys": [jwk(kid) for kid in state["served"]]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    config_text = """
+endpoints:
+  - path: /slow
+    encoders: [json]
+    topics: ["*"]
+    filters:
+      - plugin: jwt
+        issuer: https://issuer.test
+        leeway: %s
+        jwks_url: "http://127.0.0.1:{port}/jwks.json"
+        jwks_min_refetch: 1s
+""".replace("{port}", str(server.server_address[1]))
+    gateway = start_gateway(config_text % "0s", name="late-upgrade")
+    try:
+        time.sleep(1.2)  # past jwks_min_refetch since the start-up fetch
+        state["served"] = ["j1", "j2"]
+        state["slow_once"] = True
+        now = int(time.time())
+        value = jwt.encode({"iss": "https://issuer.test", "sub": "late", "iat": now, "exp": now + 300},
+                           keys["j2"], algorithm="RS256", headers={"kid": "j2"})
+        result = {}
+
+        def connect_late():
+            try:
+                with websockets.sync.client.connect("ws://%s/slow" % gateway.address, open_timeout=10,
+                                                    additional_headers={"Authorization": "Bearer " + value}) as ws:
+                    result["opened_at"] = time.time()
+                    while True:
+                        ws.recv(timeout=10)
+            except websockets.ConnectionClosed as closed:
+                result["close"] = closed.rcvd
+            except Exception as error:  # noqa: BLE001 — recorded for the assertion
+                result["error"] = error
+
+        thread = threading.Thread(target=connect_late, daemon=True)
+        thread.start()
+        time.sleep(0.5)  # the upgrade waits for the slow JWKS fetch
+        pathlib.Path(gateway.config).write_text(config_text % "1s")
+        status, body = http(gateway, "POST", "/admin/reload")
+        assert status == 200, body
+        assert "endpoint /slow filters changed (0 connections admitted again, 0 closed)" in body["changes"], body
+        thread.join(timeout=15)
+        assert "opened_at" in result, result
+        close = result.get("close")
+        assert close is not None and close.code == 1001, result
+        assert "changed by a configuration reload" in close.reason, close.reason
+    finally:
+        stop_gateway(gateway)
+        server.shutdown()
