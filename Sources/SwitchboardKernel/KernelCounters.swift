@@ -27,9 +27,9 @@ public final class KernelCounters: Sendable {
     /// Events of new topics not kept because the history table was full.
     public let historyTopicsRefused = Atomic<Int>(0)
 
-    /// Payload bytes before and after shared compression, per encoder (counted once per
-    /// event and compressed variant, not per recipient).
-    public let compressionBytes = NIOLockedValueBox<[String: (input: Int, output: Int)]>([:])
+    /// Payload bytes before and after shared compression, per compressed variant (index in
+    /// ``VariantTable/entries``; counted once per event and variant, not per recipient).
+    public let compressionBytes = NIOLockedValueBox<[Int: (input: Int, output: Int)]>([:])
     /// Told, once per flush round and loop, how long the round's oldest event waited from
     /// its publication to the round's writes (nanoseconds). Set by the server.
     public let publishToWrite = NIOLockedValueBox<(@Sendable (Int64) -> Void)?>(nil)

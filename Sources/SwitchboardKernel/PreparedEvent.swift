@@ -192,8 +192,8 @@ public final class PreparedEvent: Sendable {
                     counters.frameBuilds.add(1, ordering: .relaxed)
                     let (input, output) = (payload.readableBytes, compressed.readableBytes)
                     counters.compressionBytes.withLockedValue { totals in
-                        let current = totals[entry.encoder.name] ?? (0, 0)
-                        totals[entry.encoder.name] = (current.input + input, current.output + output)
+                        let current = totals[variant.index] ?? (0, 0)
+                        totals[variant.index] = (current.input + input, current.output + output)
                     }
                 }
             }

@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import NIOCore
 import Synchronization
 import SwitchboardKernel
@@ -14,6 +15,8 @@ public final class ConnectionCompression {
 
     /// Where shared-mode connections take their compressor from (the loop's shared one).
     private let shard: LoopShard?
+    /// Where the bytes this connection compresses are counted (its endpoint, its encoder).
+    var tally: (counter: CompressionTally, encoder: String)?
 
     /// With `shard`, a shared-mode connection (no server context takeover) compresses its
     /// own frames with the loop's shared compressor and holds no zlib state.
@@ -34,6 +37,7 @@ public final class ConnectionCompression {
         output.reserveCapacity(payload.readableBytes / 2 + 64)
         // A shared compressor is only ever used without context takeover.
         deflater.compress(payload, into: &output, resetAfter: agreement.serverNoContextTakeover)
+        tally?.counter.add(encoder: tally?.encoder ?? "", mode: agreement.mode, input: payload.readableBytes, output: output.readableBytes)
         return output
     }
 
@@ -44,7 +48,7 @@ public final class ConnectionCompression {
     }
 
     /// Reserves dedicated-mode memory from the node-wide budget; `false` when it is spent.
-    static func reserve(_ bytes: Int, budget: Int, counter: borrowing Atomic<Int>) -> Bool {
+    static func reserve(_ bytes: Int, budget: Int, counter: borrowing Synchronization.Atomic<Int>) -> Bool {
         var current = counter.load(ordering: .relaxed)
         while current + bytes <= budget {
             let (exchanged, original) = counter.compareExchange(expected: current, desired: current + bytes, ordering: .relaxed)
@@ -53,4 +57,27 @@ public final class ConnectionCompression {
         }
         return false
     }
+}
+
+/// Bytes one endpoint's connections compressed themselves (dedicated-mode deliveries,
+/// replies and echoes), per encoder and mode. One lock per compressed message: small next
+/// to the deflate it counts.
+public final class CompressionTally: Sendable {
+    public struct Key: Hashable, Sendable {
+        public let encoder: String
+        public let mode: PerMessageDeflate.Mode
+    }
+
+    private let totals = NIOLockedValueBox<[Key: (input: Int, output: Int)]>([:])
+
+    public init() {}
+
+    func add(encoder: String, mode: PerMessageDeflate.Mode, input: Int, output: Int) {
+        totals.withLockedValue { totals in
+            let current = totals[Key(encoder: encoder, mode: mode)] ?? (0, 0)
+            totals[Key(encoder: encoder, mode: mode)] = (current.input + input, current.output + output)
+        }
+    }
+
+    var all: [Key: (input: Int, output: Int)] { totals.withLockedValue { $0 } }
 }

@@ -36,6 +36,8 @@ public final class EndpointRuntime: Sendable {
     let closedForCause = Atomic<Int>(0)
     /// Event frames the slow-consumer policy dropped.
     let dropped = Atomic<Int>(0)
+    /// Bytes the endpoint's connections compressed one by one.
+    let compression = CompressionTally()
     /// Refusals by kind (oversized, protocol errors, rate, slow consumers, …).
     public let refusals: RefusalCounters
     /// The open WebSocket connections, for reloads and the paced drain.

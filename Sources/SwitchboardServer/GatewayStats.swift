@@ -144,9 +144,10 @@ extension Gateway {
         add("deliveries_total", counters.deliveries.load(ordering: .relaxed), ["deliveries_out"])
         add("encodes_total", counters.encodes.load(ordering: .relaxed), ["encodes"])
         add("compressions_total", counters.compressions.load(ordering: .relaxed), ["compressions"])
-        for (encoder, bytes) in counters.compressionBytes.withLockedValue({ $0 }).sorted(by: { $0.key < $1.key }) {
-            add("compression_input_bytes_total", bytes.input, ["compression_bytes", encoder, "input"], labels: [("encoder", encoder)])
-            add("compression_output_bytes_total", bytes.output, ["compression_bytes", encoder, "output"], labels: [("encoder", encoder)])
+        for (key, bytes) in compressionTotals() {
+            let labels = [("endpoint", key.endpoint), ("encoder", key.encoder), ("mode", key.mode)]
+            add("compression_input_bytes_total", bytes.input, ["compression_bytes", key.endpoint, key.encoder, key.mode, "input"], labels: labels)
+            add("compression_output_bytes_total", bytes.output, ["compression_bytes", key.endpoint, key.encoder, key.mode, "output"], labels: labels)
         }
         add("frame_builds_total", counters.frameBuilds.load(ordering: .relaxed), ["frame_builds"])
         add("dedicated_compression_memory_bytes", counters.dedicatedCompressionMemory.load(ordering: .relaxed), ["dedicated_compression_memory_bytes"])
@@ -273,5 +274,46 @@ extension Gateway {
             let rendered = labels.isEmpty ? "" : "{" + labels.map { "\($0.0)=\"\($0.1)\"" }.joined(separator: ",") + "}"
             return (sample.path, "switchboard_" + sample.metric + rendered, sample.labels.contains { $0.0 == "alias" })
         }
+    }
+}
+
+extension Gateway {
+    struct CompressionKey: Hashable, Comparable {
+        let endpoint: String
+        let encoder: String
+        let mode: String
+
+        static func < (a: Self, b: Self) -> Bool { (a.endpoint, a.encoder, a.mode) < (b.endpoint, b.encoder, b.mode) }
+    }
+
+    /// Payload bytes before and after permessage-deflate, per endpoint, encoder and mode.
+    /// A shared-mode event frame is compressed once for every endpoint whose compression
+    /// settings and encoder produce that variant: its bytes are counted once, under the
+    /// comma-joined paths of those endpoints. What connections compress one by one
+    /// (dedicated-mode deliveries, replies, echoes) is counted under their own endpoint.
+    func compressionTotals() -> [(key: CompressionKey, value: (input: Int, output: Int))] {
+        var totals: [CompressionKey: (input: Int, output: Int)] = [:]
+        func add(_ key: CompressionKey, _ input: Int, _ output: Int) {
+            let current = totals[key] ?? (0, 0)
+            totals[key] = (current.input + input, current.output + output)
+        }
+        let runtimes = endpoints.all
+        let entries = assembly.kernel.variants.entries
+        for (index, bytes) in assembly.kernel.counters.compressionBytes.withLockedValue({ $0 }) where entries.indices.contains(index) {
+            let entry = entries[index]
+            let users = runtimes.filter { _, runtime in
+                let pipeline = runtime.pipeline
+                guard let profile = pipeline.compression?.profile, let deflate = entry.deflate else { return false }
+                return profile.level == deflate.level && profile.memLevel == deflate.memLevel && profile.minSize == entry.minSize
+                    && pipeline.encoders.contains { $0.encoder.name == entry.encoder.name }
+            }.keys.sorted()
+            add(CompressionKey(endpoint: users.isEmpty ? "(none)" : users.joined(separator: ","), encoder: entry.encoder.name, mode: "shared"), bytes.input, bytes.output)
+        }
+        for (path, runtime) in runtimes {
+            for (key, bytes) in runtime.compression.all {
+                add(CompressionKey(endpoint: path, encoder: key.encoder, mode: key.mode.rawValue), bytes.input, bytes.output)
+            }
+        }
+        return totals.sorted { $0.key < $1.key }.map { (key: $0.key, value: $0.value) }
     }
 }

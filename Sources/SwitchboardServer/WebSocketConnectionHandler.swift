@@ -100,6 +100,7 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber 
         self.choice = choice
         self.variant = variant
         self.compression = compression
+        compression?.tally = (runtime.compression, choice.encoder.name)
         self.guards = guards
         self.shard = shard
         self.baseLogger = logger

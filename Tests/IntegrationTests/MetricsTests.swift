@@ -20,7 +20,17 @@ import Testing
             filters:
               - plugin: rate_limit
                 connect_rate: 100
+          - path: /dedicated
+            encoders: [json]
+            compression: {mode: dedicated, min_size: 0}
         """
+
+    /// The value of the series `name` whose labels include `labels` (in any order).
+    static func value(_ series: [String: Double], _ name: String, _ labels: [String: String]) -> Double? {
+        series.first { key, _ in
+            key.hasPrefix(name + "{") && labels.allSatisfy { key.contains("\($0.key)=\"\($0.value)\"") }
+        }?.value
+    }
 
     /// Every numeric leaf of a JSON value outside arrays, by path.
     static func numericLeaves(_ value: JSONValue, path: [String] = []) -> [[String]] {
@@ -39,9 +49,15 @@ import Testing
         )
         try await client.sendText(#"{"type":"subscribe","data":"news"}"#)
         _ = try await client.receiveFrame()  // `subscribed` (compressed)
+        let dedicated = try await TestWebSocketClient.connect(
+            port: gateway.port, path: "/dedicated", headers: [("Sec-WebSocket-Extensions", "permessage-deflate")]
+        )
+        try await dedicated.sendText(#"{"type":"subscribe","data":"news"}"#)
+        _ = try await dedicated.receiveFrame()
         let published = try await gateway.post("/api/publish", body: #"{"topic":"news","type":"note","data":{"text":"hello hello hello hello"}}"#)
         #expect(published.status == 202)
         #expect(try await client.receiveFrame(timeout: .seconds(5)).rsv1)
+        #expect(try await dedicated.receiveFrame(timeout: .seconds(5)).rsv1)
 
         let stats = try await gateway.get("/stats").body
         let catalogue = await gateway.gateway.statCatalogue()
@@ -73,9 +89,15 @@ import Testing
             let name = String(entry.series.prefix { $0 != "{" })
             #expect(typed.contains(name), "\(name) has no # TYPE line")
         }
-        #expect(series["switchboard_deliveries_total"] == 1)
+        #expect(series["switchboard_deliveries_total"] == 2)
         #expect(series["switchboard_connections{endpoint=\"/ws\"}"] == 1)
-        #expect((series["switchboard_compression_input_bytes_total{encoder=\"json\"}"] ?? 0) > (series["switchboard_compression_output_bytes_total{encoder=\"json\"}"] ?? .infinity))
+        // Bytes before and after compression per endpoint, encoder and mode.
+        for (endpoint, mode) in [("/ws", "shared"), ("/dedicated", "dedicated")] {
+            let labels = ["endpoint": endpoint, "encoder": "json", "mode": mode]
+            let input = Self.value(series, "switchboard_compression_input_bytes_total", labels) ?? 0
+            let output = Self.value(series, "switchboard_compression_output_bytes_total", labels) ?? .infinity
+            #expect(input > output && output > 0, "\(endpoint) \(mode): \(input) → \(output)\n\(text)")
+        }
         #expect((series["switchboard_publish_to_write_seconds_count"] ?? 0) >= 1)
         #expect(series["switchboard_reloads_total{result=\"applied\"}"] == 0)
 
@@ -83,6 +105,7 @@ import Testing
         #expect(endpoint["connections"] == 1)
         #expect(endpoint["connected_clients"] == 1)
         try await client.sendClose(code: 1000)
+        try await dedicated.sendClose(code: 1000)
         await gateway.stop()
     }
 }
