@@ -51,6 +51,9 @@ public final class Gateway: Sendable {
     /// Histograms (publish → write latency), kept for the gateway's lifetime.
     let observed = ObservedMetrics()
     let drain = DrainState()
+    /// Resident memory once the listener is up and no client is connected: the baseline
+    /// of the per-connection estimate in `/stats` and `/metrics`.
+    let residentAtStart = Atomic<Int>(0)
     private let boundPort = NIOLockedValueBox<Int?>(nil)
     private let serviceGroup = NIOLockedValueBox<ServiceGroup?>(nil)
     private let drainTask = NIOLockedValueBox<Task<Void, Never>?>(nil)
@@ -200,6 +203,7 @@ public final class Gateway: Sendable {
             onServerRunning: { [self] channel in
                 let port = channel.localAddress?.port ?? listener.port
                 self.boundPort.withLockedValue { $0 = port }
+                self.residentAtStart.store(Self.residentMemoryBytes() ?? 0, ordering: .relaxed)
                 let displayHost = listener.host == "0.0.0.0" || listener.host == "::" ? "localhost" : listener.host
                 let scheme = tls == nil ? "" : "s"
                 let base = "http\(scheme)://\(displayHost):\(port)"

@@ -65,6 +65,8 @@ struct StatFamily {
         "reloads_total": .init(kind: .counter, help: "Configuration reloads, per result."),
         "last_reload_timestamp_seconds": .init(kind: .gauge, help: "When the last reload that applied ran (0: none)."),
         "resident_memory_bytes": .init(kind: .gauge, help: "Resident set size of the process (/proc/self/statm)."),
+        "resident_memory_at_start_bytes": .init(kind: .gauge, help: "Resident set size once listening, before any client."),
+        "resident_memory_per_connection_bytes": .init(kind: .gauge, help: "Estimate: growth of the resident set since start divided by open sockets (0 without sockets). Includes caches and allocator slack; meaningful with many connections."),
     ]
 }
 
@@ -175,7 +177,14 @@ extension Gateway {
         add("reloads_total", reloads.applied.load(ordering: .relaxed), ["reloads", "applied"], labels: [("result", "applied")])
         add("reloads_total", reloads.rejected.load(ordering: .relaxed), ["reloads", "rejected"], labels: [("result", "rejected")])
         add("last_reload_timestamp_seconds", Int(reloads.lastAppliedAt.load(ordering: .relaxed) / 1000), ["reloads", "last_applied_seconds"])
-        if let resident = Self.residentMemoryBytes() { add("resident_memory_bytes", resident, ["memory", "resident_bytes"]) }
+        if let resident = Self.residentMemoryBytes() {
+            add("resident_memory_bytes", resident, ["memory", "resident_bytes"])
+            let baseline = residentAtStart.load(ordering: .relaxed)
+            add("resident_memory_at_start_bytes", baseline, ["memory", "resident_bytes_at_start"])
+            let open = connectionLimiter.openConnections
+            let perConnection = baseline > 0 && open > 0 ? max(0, resident - baseline) / open : 0
+            add("resident_memory_per_connection_bytes", perConnection, ["memory", "per_connection_bytes"])
+        }
         return samples
     }
 
