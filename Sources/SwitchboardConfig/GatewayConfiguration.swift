@@ -10,7 +10,7 @@ public struct GatewayConfiguration: Sendable {
 
     /// Whether `path` is one of ``builtInPaths`` or under `/admin/`.
     public static func isBuiltInPath(_ path: String) -> Bool {
-        builtInPaths.contains(path) || path == "/admin" || path.hasPrefix("/admin/")
+        builtInPaths.contains(path) || path.hasPrefix("/admin/")
     }
 
     /// Why source routes cannot be served beside this configuration's own paths: a
