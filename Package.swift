@@ -9,6 +9,55 @@ let swiftSettings: [SwiftSetting] = [
     .enableUpcomingFeature("MemberImportVisibility"),
 ]
 
+// MARK: built-in plugins
+//
+// A plugin is one folder, `Plugins/<Folder>/` with `Sources/` and `Tests/`, and one line
+// here naming the packages it imports besides SwitchboardCore; then one line in
+// `Sources/SwitchboardPlugins/BuiltinPlugins.swift` registers it. Its test target gets the
+// plugin, Core, Config (to decode its YAML), SwitchboardTesting (the contract kit and test
+// servers), NIOCore and Logging.
+var builtInPlugins: [(folder: String, dependencies: [Target.Dependency], testDependencies: [Target.Dependency])] {
+    let nio: Target.Dependency = .product(name: "NIOCore", package: "swift-nio")
+    let locks: Target.Dependency = .product(name: "NIOConcurrencyHelpers", package: "swift-nio")
+    let http1: Target.Dependency = .product(name: "NIOHTTP1", package: "swift-nio")
+    let logging: Target.Dependency = .product(name: "Logging", package: "swift-log")
+    let httpClient: Target.Dependency = .product(name: "AsyncHTTPClient", package: "async-http-client")
+    return [
+        ("JSON", [nio], []),
+        ("MessagePack", ["CMsgPack", nio], []),
+        ("APIKey", [.product(name: "Crypto", package: "swift-crypto"), logging], ["OriginPlugin"]),
+        ("JWT", [.product(name: "JWTKit", package: "jwt-kit"), .product(name: "CryptoExtras", package: "swift-crypto"), httpClient, nio, http1, locks, logging], []),
+        ("Redis", ["SwitchboardRedis", nio, locks, logging], ["SwitchboardRedis"]),
+        ("RateLimit", [nio, locks, logging], []),
+        ("Origin", [logging], []),
+        ("Timer", [httpClient, nio, http1], []),
+        ("Webhook", [nio], []),
+    ]
+}
+
+/// The library target `<Folder>Plugin` from `Plugins/<Folder>/Sources` and its test target
+/// `<Folder>PluginTests` from `Plugins/<Folder>/Tests`.
+func plugin(_ folder: String, dependencies: [Target.Dependency], testDependencies: [Target.Dependency] = []) -> [Target] {
+    [
+        .target(
+            name: folder + "Plugin",
+            dependencies: ["SwitchboardCore"] + dependencies,
+            // `path:` because a top-level Plugins/ is SwiftPM's default for package plugins.
+            path: "Plugins/\(folder)/Sources",
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: folder + "PluginTests",
+            dependencies: [
+                .target(name: folder + "Plugin"), "SwitchboardCore", "SwitchboardConfig", "SwitchboardTesting",
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
+            ] + testDependencies,
+            path: "Plugins/\(folder)/Tests",
+            swiftSettings: swiftSettings
+        ),
+    ]
+}
+
 let package = Package(
     name: "switchboard",
     platforms: [.macOS(.v15)],
@@ -51,7 +100,6 @@ let package = Package(
             name: "SwitchboardConfig",
             dependencies: [
                 "SwitchboardCore",
-                "SwitchboardRedis",
                 .product(name: "Yams", package: "Yams"),
             ],
             swiftSettings: swiftSettings
@@ -61,7 +109,6 @@ let package = Package(
             dependencies: [
                 "SwitchboardCore",
                 "CZlib",
-                "SwitchboardConfig",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -123,15 +170,8 @@ let package = Package(
                 "SwitchboardCore",
                 "SwitchboardConfig",
                 "SwitchboardServer",
-                "TimerPlugin",
-                "WebhookPlugin",
-                "JSONPlugin",
-                "MessagePackPlugin",
-                "OriginPlugin",
-                "APIKeyPlugin",
-                "RateLimitPlugin",
-                "JWTPlugin",
-                "RedisPlugin",
+                "SwitchboardPlugins",
+                "MessagePackPlugin",  // `tail --format msgpack` decodes with it
                 "SwitchboardKernel",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -183,152 +223,14 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
-        // MARK: plugins (one library target each; `path:` because top-level Plugins/ is SwiftPM's default for package plugins)
+        // MARK: plugins: one folder each (see `builtInPlugins` below), and the registry
         .target(
-            name: "JSONPlugin",
-            dependencies: ["SwitchboardCore", .product(name: "NIOCore", package: "swift-nio")],
-            path: "Plugins/JSON/Sources",
+            name: "SwitchboardPlugins",
+            dependencies: ["SwitchboardCore"] + builtInPlugins.map { .target(name: $0.folder + "Plugin") },
             swiftSettings: swiftSettings
         ),
-        .target(
-            name: "MessagePackPlugin",
-            dependencies: ["SwitchboardCore", "CMsgPack", .product(name: "NIOCore", package: "swift-nio")],
-            path: "Plugins/MessagePack/Sources",
-            swiftSettings: swiftSettings
-        ),
-        .target(
-            name: "APIKeyPlugin",
-            dependencies: [
-                "SwitchboardCore",
-                .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "Logging", package: "swift-log"),
-            ],
-            path: "Plugins/APIKey/Sources",
-            swiftSettings: swiftSettings
-        ),
-        .target(
-            name: "JWTPlugin",
-            dependencies: [
-                "SwitchboardCore",
-                .product(name: "JWTKit", package: "jwt-kit"),
-                .product(name: "CryptoExtras", package: "swift-crypto"),
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-                .product(name: "Logging", package: "swift-log"),
-            ],
-            path: "Plugins/JWT/Sources",
-            swiftSettings: swiftSettings
-        ),
-        .target(
-            name: "RedisPlugin",
-            dependencies: [
-                "SwitchboardCore",
-                "SwitchboardRedis",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-                .product(name: "Logging", package: "swift-log"),
-            ],
-            path: "Plugins/Redis/Sources",
-            swiftSettings: swiftSettings
-        ),
-        .target(
-            name: "RateLimitPlugin",
-            dependencies: [
-                "SwitchboardCore",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-                .product(name: "Logging", package: "swift-log"),
-            ],
-            path: "Plugins/RateLimit/Sources",
-            swiftSettings: swiftSettings
-        ),
-        .target(
-            name: "OriginPlugin",
-            dependencies: ["SwitchboardCore", .product(name: "Logging", package: "swift-log")],
-            path: "Plugins/Origin/Sources",
-            swiftSettings: swiftSettings
-        ),
-        .target(
-            name: "TimerPlugin",
-            dependencies: [
-                "SwitchboardCore",
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
-            ],
-            path: "Plugins/Timer/Sources",
-            swiftSettings: swiftSettings
-        ),
-        .target(
-            name: "WebhookPlugin",
-            dependencies: ["SwitchboardCore", .product(name: "NIOCore", package: "swift-nio")],
-            path: "Plugins/Webhook/Sources",
-            swiftSettings: swiftSettings
-        ),
-
+    ] + builtInPlugins.flatMap { plugin($0.folder, dependencies: $0.dependencies, testDependencies: $0.testDependencies) } + [
         // MARK: tests
-        .testTarget(
-            name: "JSONPluginTests",
-            dependencies: ["JSONPlugin", "SwitchboardCore"],
-            path: "Plugins/JSON/Tests",
-            swiftSettings: swiftSettings
-        ),
-        .testTarget(
-            name: "MessagePackPluginTests",
-            dependencies: ["MessagePackPlugin", "SwitchboardCore"],
-            path: "Plugins/MessagePack/Tests",
-            swiftSettings: swiftSettings
-        ),
-        .testTarget(
-            name: "APIKeyPluginTests",
-            dependencies: ["APIKeyPlugin", "OriginPlugin", "SwitchboardCore", "SwitchboardConfig", .product(name: "Logging", package: "swift-log")],
-            path: "Plugins/APIKey/Tests",
-            swiftSettings: swiftSettings
-        ),
-        .testTarget(
-            name: "JWTPluginTests",
-            dependencies: [
-                "JWTPlugin", "SwitchboardCore", "SwitchboardConfig", "SwitchboardTesting",
-                .product(name: "Logging", package: "swift-log"),
-            ],
-            path: "Plugins/JWT/Tests",
-            swiftSettings: swiftSettings
-        ),
-        .testTarget(
-            name: "RedisPluginTests",
-            dependencies: [
-                "RedisPlugin", "SwitchboardRedis", "SwitchboardCore", "SwitchboardConfig", "SwitchboardTesting",
-                .product(name: "NIOCore", package: "swift-nio"),
-            ],
-            path: "Plugins/Redis/Tests",
-            swiftSettings: swiftSettings
-        ),
-        .testTarget(
-            name: "RateLimitPluginTests",
-            dependencies: ["RateLimitPlugin", "SwitchboardCore", "SwitchboardConfig", .product(name: "Logging", package: "swift-log")],
-            path: "Plugins/RateLimit/Tests",
-            swiftSettings: swiftSettings
-        ),
-        .testTarget(
-            name: "OriginPluginTests",
-            dependencies: ["OriginPlugin", "SwitchboardCore", "SwitchboardConfig", .product(name: "Logging", package: "swift-log")],
-            path: "Plugins/Origin/Tests",
-            swiftSettings: swiftSettings
-        ),
-        .testTarget(
-            name: "TimerPluginTests",
-            dependencies: ["TimerPlugin", "SwitchboardCore", "SwitchboardConfig", "SwitchboardTesting"],
-            path: "Plugins/Timer/Tests",
-            swiftSettings: swiftSettings
-        ),
-        .testTarget(
-            name: "WebhookPluginTests",
-            dependencies: ["WebhookPlugin", "SwitchboardCore", "SwitchboardConfig", "SwitchboardTesting"],
-            path: "Plugins/Webhook/Tests",
-            swiftSettings: swiftSettings
-        ),
         .testTarget(
             name: "SwitchboardCoreTests",
             dependencies: ["SwitchboardCore"],
@@ -336,7 +238,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SwitchboardConfigTests",
-            dependencies: ["SwitchboardConfig", "SwitchboardCore", "TimerPlugin", "WebhookPlugin", "JSONPlugin", "switchboard"],
+            dependencies: ["SwitchboardConfig", "SwitchboardCore", "TimerPlugin", "WebhookPlugin", "JSONPlugin", "SwitchboardPlugins"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -364,7 +266,7 @@ let package = Package(
             name: "IntegrationTests",
             dependencies: [
                 "SwitchboardServer", "SwitchboardKernel", "SwitchboardConfig", "SwitchboardCore", "SwitchboardTesting",
-                "TimerPlugin", "WebhookPlugin", "JSONPlugin", "MessagePackPlugin", "switchboard",
+                "TimerPlugin", "WebhookPlugin", "JSONPlugin", "MessagePackPlugin", "SwitchboardPlugins",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -79,6 +79,12 @@ public struct ConfigurationLoader: Sendable {
         throw ConfigurationError(diagnostics: result.errors)
     }
 
+    /// Decodes YAML text and returns everything found: the configuration (nil when it
+    /// could not be decoded), the errors and the warnings.
+    public func check(yaml: String, file: String) -> (configuration: GatewayConfiguration?, errors: [Diagnostic], warnings: [Diagnostic]) {
+        decode(yaml: yaml, file: file)
+    }
+
     private func decode(yaml: String, file: String) -> (configuration: GatewayConfiguration?, errors: [Diagnostic], warnings: [Diagnostic]) {
         let root: Node
         do {

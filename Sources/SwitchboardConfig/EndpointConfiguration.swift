@@ -221,16 +221,6 @@ public enum Transport: String, Sendable, ConfigEnum {
     public static var configPlaceholder: Transport { .websocket }
 }
 
-/// How an endpoint treats client messages.
-public enum EndpointMode: String, Sendable, ConfigEnum {
-    /// The gateway protocol: subscribe, unsubscribe, ping.
-    case pubsub
-    /// Every data message is sent straight back (for the Autobahn conformance suite).
-    case echo
-
-    public static var configPlaceholder: EndpointMode { .pubsub }
-}
-
 /// One filter from an endpoint's `filters:` list.
 public struct FilterConfiguration: Sendable, Decodable {
     /// The plugin's registered name.
@@ -251,6 +241,7 @@ public struct FilterConfiguration: Sendable, Decodable {
             throw ReportedError()
         }
         let registry = nodeDecoder.session.registry
+        plugin = nodeDecoder.currentPluginName(plugin, registry: registry)
         guard let factory = registry.filters[plugin] else {
             let known = registry.filters.keys.sorted()
             let suggestion = Suggestion.closest(to: plugin, in: known).map { "did you mean '\($0)'? " } ?? ""
@@ -310,19 +301,6 @@ public struct SendQueueConfiguration: Sendable, Decodable {
             (decoder as? NodeDecoder)?.report("max_messages must be at least 1", key: "max_messages")
         }
     }
-}
-
-/// The slow-consumer policy.
-public enum SlowConsumerPolicy: String, Sendable, ConfigEnum {
-    /// Drop the oldest queued messages to make room (the client sees a gap).
-    case dropOldest = "drop_oldest"
-    /// Close the connection with 1008 ("send queue overflow"), naming the last position sent.
-    case disconnect
-    /// Keep only the newest queued event per topic (metrics-like streams); past
-    /// `max_messages` topics, the oldest go as under `drop_oldest`.
-    case conflate
-
-    public static var configPlaceholder: SlowConsumerPolicy { .dropOldest }
 }
 
 /// `envelope:` on an endpoint.

@@ -1,4 +1,3 @@
-import SwitchboardRedis
 import SwitchboardCore
 
 /// The whole gateway as one validated value: where to listen, which sources run and which
@@ -306,6 +305,9 @@ public struct SourceConfiguration: Sendable, Decodable {
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         plugin = try container.decode(String.self, forKey: .plugin)
+        if let nodeDecoder = decoder as? NodeDecoder {
+            plugin = nodeDecoder.currentPluginName(plugin, registry: nodeDecoder.session.registry)
+        }
         name = try container.value(.name, default: plugin)
         retain = try container.value(.retain, default: false)
         run = try container.value(.run, default: .everywhere)

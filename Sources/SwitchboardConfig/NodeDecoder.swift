@@ -57,6 +57,20 @@ struct NodeDecoder: Decoder, ConfigShapeProbing {
     }
 
     /// Records a problem at this node, or at the value of `key` when given and present.
+    /// Today's name of the plugin called `name` in the YAML: a former name is accepted
+    /// with a deprecation warning at `plugin:`.
+    func currentPluginName(_ name: String, registry: PluginRegistry) -> String {
+        guard let current = registry.formerNames[name] else { return name }
+        var mark = node.mark
+        if case .mapping(let mapping) = node, let value = mapping.first(where: { $0.key.scalar?.string == "plugin" })?.value { mark = value.mark }
+        session.warn(
+            "plugin name '\(name)' is deprecated",
+            hint: "write plugin: \(current); the old spelling will stop working in a later release",
+            mark: mark, path: path + [.key("plugin")], plugin: nil
+        )
+        return current
+    }
+
     func report(_ message: String, hint: String? = nil, key: String? = nil) {
         var mark = node.mark
         var reportPath = path

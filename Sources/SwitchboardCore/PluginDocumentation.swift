@@ -9,6 +9,10 @@ public enum PluginDocumentation {
             text += "\n## \(title)\n"
             for (name, spec) in entries.sorted(by: { $0.0 < $1.0 }) {
                 text += "\n### `\(name)`\n\n\(spec.summary)\n"
+                let former = registry.formerNames.filter { $0.value == name }.keys.sorted()
+                if !former.isEmpty {
+                    text += "\nFormerly \(former.map { "`\($0)`" }.joined(separator: ", ")): still accepted, with a deprecation warning from `check`.\n"
+                }
                 if !spec.keys.isEmpty {
                     text += "\n| key | type / default | meaning |\n|---|---|---|\n"
                     for key in spec.keys {

@@ -64,8 +64,23 @@ public struct PluginRegistry: Sendable {
     public private(set) var sources: [String: SourceFactory] = [:]
     public private(set) var filters: [String: FilterFactory] = [:]
     public private(set) var encoders: [String: EncoderFactory] = [:]
+    /// Former `plugin:` names, mapped to today's: a configuration that still uses one works,
+    /// and `check` warns that it is deprecated.
+    public private(set) var formerNames: [String: String] = [:]
 
     public init() {}
+
+    /// Whether `name` follows the naming convention: lower-case snake_case, like every
+    /// key in the YAML (`rate_limit`, `redis_stream`).
+    public static func isConventional(_ name: String) -> Bool {
+        guard let first = name.unicodeScalars.first, ("a"..."z").contains(first) else { return false }
+        return name.unicodeScalars.allSatisfy { ("a"..."z").contains($0) || ("0"..."9").contains($0) || $0 == "_" }
+    }
+
+    /// Keeps `former` working as another spelling of `current`, with a deprecation warning.
+    public mutating func rename(_ former: String, to current: String) {
+        formerNames[former] = current
+    }
 
     /// Registers a source plugin under its `typeName`.
     public mutating func register<P: SourcePlugin>(source plugin: P.Type) {

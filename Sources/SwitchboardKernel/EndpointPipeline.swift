@@ -1,4 +1,3 @@
-import SwitchboardConfig
 import SwitchboardCore
 
 /// One endpoint folded into an immutable value at start-up: encoders resolved to variants,
@@ -34,7 +33,7 @@ public final class EndpointPipeline: Sendable {
     /// Client messages per second one connection may send (control frames included), with
     /// a burst of twice that; `nil` = unlimited.
     public let maxMessageRate: Double?
-    public let sendQueue: SendQueueConfiguration
+    public let sendQueue: SendQueueLimits
     public let mode: EndpointMode
     /// How long a close handshake may take before the socket is closed anyway.
     public let closeTimeout: Duration
@@ -57,7 +56,7 @@ public final class EndpointPipeline: Sendable {
         maxTopicLength: Int = 256,
         maxMessageDepth: Int = 32,
         maxMessageRate: Double? = nil,
-        sendQueue: SendQueueConfiguration,
+        sendQueue: SendQueueLimits = SendQueueLimits(),
         mode: EndpointMode,
         closeTimeout: Duration = .seconds(2),
         compression: EndpointCompression? = nil,
@@ -146,5 +145,22 @@ public struct EndpointCompression: Sendable {
     /// Compressor settings for a connection with `agreement`.
     public func settings(for agreement: PerMessageDeflate.Agreement) -> DeflateSettings {
         DeflateSettings(windowBits: agreement.serverWindowBits, level: profile.level, memLevel: profile.memLevel)
+    }
+}
+
+/// Bounds of one connection's outbound queue and what happens when a client reads too
+/// slowly (`send_queue:` in the endpoint's YAML).
+public struct SendQueueLimits: Sendable, Equatable {
+    /// Most messages waiting for one connection.
+    public var maxMessages: Int
+    /// Most bytes waiting for one connection.
+    public var maxBytes: Int
+    /// What to do when either bound is hit.
+    public var policy: SlowConsumerPolicy
+
+    public init(maxMessages: Int = 1024, maxBytes: Int = 4 * 1024 * 1024, policy: SlowConsumerPolicy = .dropOldest) {
+        self.maxMessages = maxMessages
+        self.maxBytes = maxBytes
+        self.policy = policy
     }
 }

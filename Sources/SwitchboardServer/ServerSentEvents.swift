@@ -375,7 +375,7 @@ final class SSEStream: Subscriber, @unchecked Sendable {
         let size = pieces.reduce(0) { $0 + $1.readableBytes }
         let outstanding = outstandingBytes.load(ordering: .relaxed)
         // One flush always goes when nothing is waiting (a large replay must not loop).
-        if outstanding > 0 && outstanding + size > runtime.pipeline.sendQueue.maxBytes.bytes {
+        if outstanding > 0 && outstanding + size > runtime.pipeline.sendQueue.maxBytes {
             // The client reads too slowly: end the stream; EventSource reconnects with its
             // Last-Event-ID and resumes from history.
             runtime.refusals.record(.slowConsumerDisconnect)

@@ -114,7 +114,7 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber 
         self.outbound = OutboundStateMachine(
             queue: OutboundQueue(
                 maxMessages: pipeline.sendQueue.maxMessages,
-                maxBytes: pipeline.sendQueue.maxBytes.bytes,
+                maxBytes: pipeline.sendQueue.maxBytes,
                 policy: pipeline.sendQueue.policy
             )
         )

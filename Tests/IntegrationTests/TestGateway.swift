@@ -8,7 +8,7 @@ import SwitchboardConfig
 import SwitchboardCore
 import SwitchboardServer
 import Testing
-import switchboard
+import SwitchboardPlugins
 
 /// A gateway running in-process on a free loopback port.
 struct TestGateway {

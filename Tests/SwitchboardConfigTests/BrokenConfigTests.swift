@@ -2,7 +2,7 @@ import Foundation
 import SwitchboardConfig
 import SwitchboardCore
 import Testing
-import switchboard
+import SwitchboardPlugins
 
 /// Golden tests: each broken configuration must produce exactly these diagnostics, with
 /// file, line, column, key path, message and hint.
@@ -73,7 +73,7 @@ import switchboard
                     every: 2s
                 """,
             expected: [
-                "test.yaml:3:13: sources[0].plugin: unknown source plugin 'timr' (did you mean 'timer'? available: redis, redis-stream, timer, webhook)"
+                "test.yaml:3:13: sources[0].plugin: unknown source plugin 'timr' (did you mean 'timer'? available: redis, redis_stream, timer, webhook)"
             ]
         ),
         Case(
@@ -325,6 +325,32 @@ import switchboard
             """)
         #expect(base.fingerprint != edited.fingerprint)
         #expect(base.fingerprintWithoutFilters == edited.fingerprintWithoutFilters)
+    }
+
+    /// Plugin names are snake_case like every YAML key; a former spelling still loads, with
+    /// a deprecation warning that names today's.
+    @Test func pluginNamesFollowOneConventionAndFormerNamesStillWork() throws {
+        let registry = BuiltinPlugins.registry
+        for name in Array(registry.sources.keys) + Array(registry.filters.keys) + Array(registry.encoders.keys) {
+            #expect(PluginRegistry.isConventional(name), "plugin name '\(name)' is not snake_case")
+        }
+        #expect(registry.formerNames["redis-stream"] == "redis_stream")
+        let result = Self.loader.check(yaml: """
+            sources:
+              - name: jobs
+                plugin: redis-stream
+                url: redis://127.0.0.1:6379
+                streams: [jobs]
+                topic: jobs
+            endpoints:
+              - path: /ws
+                encoders: [json]
+            """, file: "former.yaml")
+        #expect(result.errors.isEmpty, "\(result.errors)")
+        #expect(result.configuration?.sources.first?.plugin == "redis_stream")
+        #expect(result.warnings.map(\.description) == [
+            "former.yaml:3:13: sources[0].plugin: warning: plugin name 'redis-stream' is deprecated (write plugin: redis_stream; the old spelling will stop working in a later release)",
+        ])
     }
 
     @Test func builtInPathsCannotBeTaken() {

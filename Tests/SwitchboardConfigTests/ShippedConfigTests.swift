@@ -2,7 +2,7 @@ import Foundation
 import SwitchboardConfig
 import SwitchboardCore
 import Testing
-import switchboard
+import SwitchboardPlugins
 
 /// Every file under configs/ must load, so examples never rot.
 @Suite struct ShippedConfigTests {

@@ -217,7 +217,7 @@ import Testing
             defaultSubscriptions: [TopicPattern("metrics")].compactMap { $0 }, filters: [],
             heartbeatInterval: .seconds(30), heartbeatTimeout: .seconds(10),
             maxMessageSize: 65536, maxSubscriptions: maxSubscriptions, maxTopicLength: 16,
-            sendQueue: SendQueueConfiguration(), mode: .pubsub
+            sendQueue: SendQueueLimits(), mode: .pubsub
         )
     }
 

@@ -133,10 +133,7 @@ struct ConnectionHarness {
         let table = VariantTable(encoders: [json])
         kernel = Kernel(eventLoopGroup: loop, variants: table)
         let variant = try #require(table.variant(forEncoder: "json"))
-        var queue = SendQueueConfiguration()
-        queue.maxMessages = sendQueue.maxMessages
-        queue.maxBytes = ConfigByteSize(bytes: sendQueue.maxBytes)
-        queue.policy = sendQueue.policy
+        let queue = SendQueueLimits(maxMessages: sendQueue.maxMessages, maxBytes: sendQueue.maxBytes, policy: sendQueue.policy)
         let pipeline = EndpointPipeline(
             path: "/ws", encoders: [.init(encoder: json, variant: variant)], topics: [TopicPattern.everything],
             defaultSubscriptions: subscribe.compactMap { TopicPattern($0) }, filters: [],

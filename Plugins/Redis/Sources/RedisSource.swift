@@ -9,10 +9,8 @@ struct RedisCommonConfig: Sendable {
     var url: RedisURL
     var protocolVersion: Int
     var connectTimeout: ConfigDuration
-    var topic: TopicTemplate
-    var type: String
-    var typeFromPayload: Bool
-    var shape: EventShape
+    /// Topic from the channel, payload decoding and type (shared with every broker source).
+    var mapping: MessageMapping
 
     enum Keys: String, CodingKey {
         case url, channels, patterns, topic, type, shape, streams, group, consumer, start, batch, block, field
@@ -25,48 +23,15 @@ struct RedisCommonConfig: Sendable {
         protocolVersion = try container.value(.protocolVersion, default: 2)
         guard protocolVersion == 2 || protocolVersion == 3 else { throw ConfigValidationError("'protocol' must be 2 or 3") }
         connectTimeout = try container.value(.connectTimeout, default: .seconds(5))
-        topic = try TopicTemplate(container.decode(String.self, forKey: .topic))
-        type = try container.value(.type, default: "message")
-        typeFromPayload = try container.value(.typeFromPayload, default: true)
-        shape = try container.value(.shape, default: .envelope)
+        mapping = try MessageMapping(from: container)
     }
 
-    /// Turns one Redis payload into an event: JSON is parsed, anything else is kept as a
-    /// string.
     func event(channel: String, payload: [UInt8], id: String? = nil) -> Event {
-        let data = (try? JSONParser.parse(payload)) ?? .string(String(decoding: payload, as: UTF8.self))
-        return event(channel: channel, data: data, id: id)
+        mapping.event(channel: channel, payload: payload, id: id)
     }
 
-    /// An event with `data`; a string `type` field in a JSON object wins over the
-    /// configured type.
     func event(channel: String, data: JSONValue, id: String? = nil) -> Event {
-        var eventType = type
-        if typeFromPayload, let declared = data["type"]?.stringValue, !declared.isEmpty { eventType = declared }
-        return Event(topic: topic.render(channel: channel), type: eventType, data: data, id: id, shape: shape)
-    }
-}
-
-/// `topic: jobs` or `topic: "job:{channel}"`.
-struct TopicTemplate: Sendable {
-    let text: String
-    let usesChannel: Bool
-
-    init(_ text: String) throws {
-        guard !text.isEmpty else { throw ConfigValidationError("'topic' is empty") }
-        let withoutPlaceholder = text.replacingOccurrences(of: "{channel}", with: "x")
-        guard !withoutPlaceholder.contains("{"), !withoutPlaceholder.contains("}") else {
-            throw ConfigValidationError("'topic' may only use the {channel} placeholder")
-        }
-        guard TopicPattern(withoutPlaceholder) != nil, !withoutPlaceholder.hasSuffix("*") else {
-            throw ConfigValidationError("'topic' must render to a topic, not a pattern: \(TopicPattern.syntaxHelp)")
-        }
-        self.text = text
-        usesChannel = text.contains("{channel}")
-    }
-
-    func render(channel: String) -> String {
-        usesChannel ? text.replacingOccurrences(of: "{channel}", with: channel) : text
+        mapping.event(channel: channel, data: data, id: id)
     }
 }
 
@@ -79,10 +44,7 @@ public struct RedisSource: SourcePlugin {
             .init("url", "redis URL, default: redis://127.0.0.1:6379", "`redis://[user:password@]host:port/db`, or `rediss://` for TLS. Use ${REDIS_URL} for secrets."),
             .init("channels", "list", "Channels to SUBSCRIBE to."),
             .init("patterns", "list", "Glob patterns to PSUBSCRIBE to."),
-            .init("topic", "string, required", "Topic of the events; `{channel}` is replaced by the channel name (`job:{channel}`)."),
-            .init("type", "string, default: message", "Event type; a JSON payload's own string `type` field wins unless `type_from_payload: false`."),
-            .init("type_from_payload", "bool, default: true", "Use the payload's `type` field when there is one."),
-            .init("shape", "envelope | flat, default: envelope", "`flat` sends `{\"type\", …payload fields}` instead of the envelope (Botrix's job_update)."),
+        ] + MessageMapping.specKeys(channel: "the channel name") + [
             .init("protocol", "2 | 3, default: 2", "RESP version (3 uses HELLO 3 and push messages)."),
             .init("ping_interval", "duration, default: 5s", "PING while subscribed; no answer for two intervals means the connection is dead."),
             .init("connect_timeout", "duration, default: 5s", "Connect and handshake timeout."),

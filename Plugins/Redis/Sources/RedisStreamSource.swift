@@ -4,13 +4,13 @@ import NIOCore
 import SwitchboardCore
 import SwitchboardRedis
 
-/// The `redis-stream` source: loss-free delivery from Redis Streams through a consumer
+/// The `redis_stream` source (formerly `redis-stream`): loss-free delivery from Redis Streams through a consumer
 /// group. Redis itself keeps the group's last delivered id and each consumer's pending
 /// entries, so entries added while the gateway was stopped or disconnected arrive when it
 /// comes back, in order; an entry is acknowledged (XACK) right after it was handed to
 /// the kernel, and entries already handed over in this process are never handed over again.
 public struct RedisStreamSource: SourcePlugin {
-    public static let typeName = "redis-stream"
+    public static let typeName = "redis_stream"
     public static let spec = PluginSpec(
         summary: "Read Redis Streams through a consumer group: entries written while the gateway was down are delivered after it returns, in order, once",
         keys: [
@@ -20,16 +20,13 @@ public struct RedisStreamSource: SourcePlugin {
             .init("consumer", "string, default: the host name", "Consumer name; keep it stable across restarts so pending entries are re-read."),
             .init("start", "new | all, default: new", "Where a newly created group starts: entries added from now on, or the whole stream."),
             .init("field", "string, default: none", "Entry field holding the payload (parsed as JSON when it is JSON); without it the event data is an object of all fields."),
-            .init("topic", "string, required", "Topic of the events; `{channel}` is replaced by the stream key."),
-            .init("type", "string, default: message", "Event type; a JSON payload's own `type` wins unless `type_from_payload: false`."),
-            .init("type_from_payload", "bool, default: true", "Use the payload's `type` field when there is one."),
-            .init("shape", "envelope | flat, default: envelope", "As for `redis`."),
+        ] + MessageMapping.specKeys(channel: "the stream key") + [
             .init("batch", "int, default: 100", "Entries per read."),
             .init("block", "duration, default: 2s", "How long one read waits for new entries."),
             .init("protocol", "2 | 3, default: 2", "RESP version."),
             .init("connect_timeout", "duration, default: 5s", "Connect and handshake timeout."),
         ],
-        examples: ["sources:\n  - name: job-log\n    plugin: redis-stream\n    streams: [\"botrix:jobs:log\"]\n    field: payload\n    topic: jobs\n    type: job_update"]
+        examples: ["sources:\n  - name: job-log\n    plugin: redis_stream\n    streams: [\"botrix:jobs:log\"]\n    field: payload\n    topic: jobs\n    type: job_update"]
     )
 
     public enum Start: String, Sendable, ConfigEnum {

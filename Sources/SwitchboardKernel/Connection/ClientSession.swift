@@ -1,4 +1,3 @@
-import SwitchboardConfig
 import SwitchboardCore
 
 /// The client protocol of one connection as a value type: subscriptions and their

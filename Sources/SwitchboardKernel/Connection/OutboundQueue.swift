@@ -1,5 +1,4 @@
 import NIOCore
-import SwitchboardConfig
 import SwitchboardCore
 
 /// The bounded per-connection queue used while the socket is not writable, with the

@@ -1,5 +1,4 @@
 import NIOCore
-import SwitchboardConfig
 import SwitchboardCore
 
 /// The outbound side of one WebSocket connection as a value type: the outbox of gathered

@@ -9,8 +9,11 @@ import SwitchboardCore
 import TimerPlugin
 import WebhookPlugin
 
-/// The registry index: every built-in plugin, registered by name. Adding a plugin is one
-/// line here (plus its target in Package.swift and its page in Docs/plugins.md).
+/// The registry index: every built-in plugin, registered by name. Adding a plugin is its
+/// folder under `Plugins/`, one line in `Package.swift` (`builtInPlugins`) and one line
+/// here; `Docs/plugins-reference.md` is generated from the registry
+/// (`switchboard plugins > Docs/plugins-reference.md`). A library target, so that the executable and the
+/// tests share it.
 public enum BuiltinPlugins {
     public static let registry: PluginRegistry = {
         var registry = PluginRegistry()
@@ -19,6 +22,7 @@ public enum BuiltinPlugins {
         registry.register(source: WebhookSource.self)
         registry.register(source: RedisSource.self)
         registry.register(source: RedisStreamSource.self)
+        registry.rename("redis-stream", to: RedisStreamSource.typeName)
         // Encoders
         registry.register(encoder: JSONEncoderPlugin.self)
         registry.register(encoder: MessagePackEncoderPlugin.self)

@@ -4,6 +4,7 @@ import NIOCore
 import Synchronization
 import SwitchboardConfig
 import SwitchboardCore
+import SwitchboardKernel
 
 /// Everything the server needs, built once from a validated configuration: the kernel,
 /// one pipeline per endpoint, the built sources and the routes they registered.
@@ -122,7 +123,7 @@ extension GatewayAssembly {
             maxTopicLength: endpoint.maxTopicLength,
             maxMessageDepth: endpoint.maxMessageDepth,
             maxMessageRate: endpoint.maxMessageRate > 0 ? Double(endpoint.maxMessageRate) : nil,
-            sendQueue: endpoint.sendQueue,
+            sendQueue: SendQueueLimits(maxMessages: endpoint.sendQueue.maxMessages, maxBytes: endpoint.sendQueue.maxBytes.bytes, policy: endpoint.sendQueue.policy),
             mode: endpoint.mode,
             closeTimeout: shutdownGrace.duration,
             compression: Self.compression(endpoint.compression),
