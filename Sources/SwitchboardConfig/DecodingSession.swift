@@ -52,8 +52,10 @@ final class DecodingSession {
     /// Where an error was found (rendered paths): a plugin block whose own validation
     /// then fails only reports what caused it, not the consequence.
     private var troubledPaths: [String] = []
-    /// Where a warning was found (an unset variable under `--allow-unset`).
-    private var warnedPaths: [String] = []
+    /// Where an unset variable was read as empty (`--allow-unset`): a block's validation
+    /// failure there may follow from it. Other warnings (a deprecated name) never soften an
+    /// error.
+    private var unsetVariablePaths: [String] = []
     private var trackers: [String: MappingTracker] = [:]
     private var trackerOrder: [String] = []
     private var abortedPaths: [String] = []
@@ -85,7 +87,6 @@ final class DecodingSession {
         if let plugin { label += label.isEmpty ? "(\(plugin))" : " (\(plugin))" }
         let warning = Diagnostic(file: file, line: mark?.line ?? 1, column: mark?.column ?? 1, path: label, message: "warning: " + message, hint: hint)
         if !warnings.contains(warning) { warnings.append(warning) }
-        warnedPaths.append(renderPath(path))
     }
 
     /// Reports a block's own validation failure unless it follows from a problem already
@@ -94,7 +95,7 @@ final class DecodingSession {
     /// the block was not fully validated, rather than vanishing.
     func reportValidationFailure(_ error: ConfigValidationError, mark: Mark?, path: [PathComponent], plugin: String?) {
         if Self.contains(troubledPaths, under: path) { return }
-        if Self.contains(warnedPaths, under: path) {
+        if Self.contains(unsetVariablePaths, under: path) {
             warn(
                 "not fully validated: \(error.message)",
                 hint: "this may follow from the unset variable reported above; check again with the variable set",
@@ -173,6 +174,7 @@ final class DecodingSession {
         case .success(let text): return text
         case .failure(let error) where allowsUnsetVariables && error.message.hasPrefix("environment variable '") && error.message.hasSuffix("' is not set"):
             warn(error.message, hint: error.hint, mark: scalar.mark, path: path, plugin: plugin)
+            unsetVariablePaths.append(renderPath(path))
             return nil
         case .failure(let error):
             report(error.message, hint: error.hint, mark: scalar.mark, path: path, plugin: plugin)

@@ -164,6 +164,23 @@ extension GatewayConfiguration: Decodable {
                     plugin: nil
                 )
             }
+            if let statsPath = endpoint.statsPath, dashboard.enabled, [dashboard.path, "/client.js", "/endpoints.json"].contains(statsPath) {
+                nodeDecoder.session.report(
+                    "stats_path '\(statsPath)' is taken by the dashboard",
+                    hint: "move the dashboard (dashboard: {path: /dashboard}) or pick another stats_path",
+                    mark: endpoint.position,
+                    path: [.key("endpoints"), .index(index), .key("stats_path")],
+                    plugin: nil
+                )
+            }
+            if let statsPath = endpoint.statsPath, let other = endpoints[..<index].firstIndex(where: { $0.statsPath == statsPath }) {
+                nodeDecoder.session.report(
+                    "stats_path '\(statsPath)' is also the stats_path of endpoints[\(other)]",
+                    mark: endpoint.position,
+                    path: [.key("endpoints"), .index(index), .key("stats_path")],
+                    plugin: nil
+                )
+            }
             if let statsPath = endpoint.statsPath, let other = endpoints.firstIndex(where: { $0.path == statsPath }) {
                 nodeDecoder.session.report(
                     "stats_path '\(statsPath)' is the path of endpoints[\(other)]",

@@ -165,4 +165,16 @@ final class EndpointTable: Sendable {
     }
 
     subscript(path: String) -> EndpointRuntime? { table.withLockedValue { $0[path] } }
+
+    /// Why a connection that `pipeline` admitted and that has just joined `runtime`'s
+    /// registry belongs to a configuration no longer in force, or nil. The filters of an
+    /// upgrade or a stream run off the loop: a drain or a reload may have taken its
+    /// snapshot of the open connections meanwhile and would never reach it. Asked after
+    /// joining the registry (whose lock orders the two).
+    func staleness(of runtime: EndpointRuntime, admittedBy pipeline: EndpointPipeline) -> String? {
+        if draining.load(ordering: .relaxed) { return "server shutting down" }
+        if self[pipeline.path] !== runtime { return "endpoint \(pipeline.path) was removed by a configuration reload" }
+        if runtime.pipeline !== pipeline { return "endpoint settings changed by a configuration reload" }
+        return nil
+    }
 }

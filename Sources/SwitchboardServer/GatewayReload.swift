@@ -114,12 +114,9 @@ extension Gateway {
         let removedPaths = old.endpoints.map(\.path).filter { path in !new.endpoints.contains { $0.path == path } }
         var table = endpoints.all
         let drainSettings = new.shutdown
-        for path in removedPaths {
-            guard let runtime = table.removeValue(forKey: path) else { continue }
-            let open = runtime.open.all
-            for connection in open { connection.send(.close(code: 1001, reason: "endpoint \(path) was removed by a configuration reload")) }
-            changes.append("endpoint \(path) removed (\(open.count) connections closed with 1001)")
-        }
+        // Removed endpoints leave the table before their connections are listed: an upgrade
+        // that joins one afterwards finds it gone (`EndpointTable.staleness`).
+        let removed = removedPaths.compactMap { path in table.removeValue(forKey: path).map { (path, $0) } }
         var recheck: [(EndpointRuntime, EndpointPipeline)] = []
         for (path, change) in endpointChanges.sorted(by: { $0.key < $1.key }) {
             switch change {
@@ -144,6 +141,11 @@ extension Gateway {
             }
         }
         endpoints.all = table
+        for (path, runtime) in removed {
+            let open = runtime.open.all
+            for connection in open { connection.send(.close(code: 1001, reason: "endpoint \(path) was removed by a configuration reload")) }
+            changes.append("endpoint \(path) removed (\(open.count) connections closed with 1001)")
+        }
         for (runtime, pipeline) in recheck {
             let (kept, closed) = await refilter(runtime, with: pipeline, drain: drainSettings)
             changes.append("endpoint \(pipeline.path) filters changed (\(kept) connections admitted again, \(closed) closed)")

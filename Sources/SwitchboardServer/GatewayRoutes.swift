@@ -63,7 +63,7 @@ extension Gateway {
             if endpoints.draining.load(ordering: .relaxed) {
                 return Self.json(["error": ["code": "shutting_down", "message": "the gateway is shutting down; connect again"]], status: .serviceUnavailable, extraHeaders: [.retryAfter: "1"])
             }
-            return await ServerSentEvents.respond(to: request, context: context, runtime: runtime, kernel: assembly.kernel, logger: logger)
+            return await ServerSentEvents.respond(to: request, context: context, runtime: runtime, table: endpoints, kernel: assembly.kernel, logger: logger)
         }
         if transports.contains(.sse) && !transports.contains(.websocket) {
             return Self.json(

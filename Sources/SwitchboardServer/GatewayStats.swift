@@ -66,7 +66,7 @@ struct StatFamily {
         "last_reload_timestamp_seconds": .init(kind: .gauge, help: "When the last reload that applied ran (0: none)."),
         "resident_memory_bytes": .init(kind: .gauge, help: "Resident set size of the process (/proc/self/statm)."),
         "resident_memory_at_start_bytes": .init(kind: .gauge, help: "Resident set size once listening, before any client."),
-        "resident_memory_per_connection_bytes": .init(kind: .gauge, help: "Estimate: growth of the resident set since start divided by open sockets (0 without sockets). Includes caches and allocator slack; meaningful with many connections."),
+        "resident_memory_per_connection_bytes": .init(kind: .gauge, help: "Estimate: growth of the resident set since start divided by open WebSocket connections (0 without any). Includes caches and allocator slack; meaningful with many connections."),
     ]
 }
 
@@ -181,7 +181,7 @@ extension Gateway {
             add("resident_memory_bytes", resident, ["memory", "resident_bytes"])
             let baseline = residentAtStart.load(ordering: .relaxed)
             add("resident_memory_at_start_bytes", baseline, ["memory", "resident_bytes_at_start"])
-            let open = connectionLimiter.openConnections
+            let open = endpoints.all.values.reduce(0) { $0 + $1.connections.load(ordering: .relaxed) }
             let perConnection = baseline > 0 && open > 0 ? max(0, resident - baseline) / open : 0
             add("resident_memory_per_connection_bytes", perConnection, ["memory", "per_connection_bytes"])
         }
@@ -314,7 +314,7 @@ extension Gateway {
                 let pipeline = runtime.pipeline
                 guard let profile = pipeline.compression?.profile, let deflate = entry.deflate else { return false }
                 return profile.level == deflate.level && profile.memLevel == deflate.memLevel && profile.minSize == entry.minSize
-                    && pipeline.encoders.contains { $0.encoder.name == entry.encoder.name }
+                    && pipeline.encoders.contains { $0.encoder.variantKey == entry.encoder.variantKey }
             }.keys.sorted()
             add(CompressionKey(endpoint: users.isEmpty ? "(none)" : users.joined(separator: ","), encoder: entry.encoder.name, mode: "shared"), bytes.input, bytes.output)
         }

@@ -36,7 +36,7 @@ enum ServerSentEvents {
     /// The response for an SSE request on `runtime`'s endpoint: refusals as JSON errors,
     /// otherwise the stream.
     static func respond(
-        to request: Request, context: GatewayRequestContext, runtime: EndpointRuntime, kernel: Kernel, logger: Logger
+        to request: Request, context: GatewayRequestContext, runtime: EndpointRuntime, table: EndpointTable, kernel: Kernel, logger: Logger
     ) async -> Response {
         let pipeline = runtime.pipeline
         let query = request.uri.queryParameters.map { (name: String($0.key), value: String($0.value)) }
@@ -93,6 +93,9 @@ enum ServerSentEvents {
         // The socket closing ends the stream, even when nothing is being written. A drain or
         // a reload that changes the endpoint ends it too.
         runtime.open.add(OpenConnection(channel: channel, request: nil) { channel.eventLoop.execute { sse.end() } })
+        // Admitted by filters a drain or reload has since replaced: end at once, so that
+        // the client reconnects (`retry:`) to what is in force.
+        if table.staleness(of: runtime, admittedBy: pipeline) != nil { channel.eventLoop.execute { sse.end() } }
         channel.closeFuture.whenComplete { _ in
             runtime.open.remove(channel)
             channel.eventLoop.execute { sse.end() }

@@ -159,17 +159,7 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber 
     /// endpoint was removed or replaced, or its pipeline is no longer the one that admitted
     /// the request — close with 1001 so that the client reconnects to what is in force.
     private func closeIfStale() {
-        guard let table, registered, inbound.isOpen else { return }
-        let reason: String
-        if table.draining.load(ordering: .relaxed) {
-            reason = "server shutting down"
-        } else if table[pipeline.path] !== runtime {
-            reason = "endpoint \(pipeline.path) was removed by a configuration reload"
-        } else if runtime.pipeline !== pipeline {
-            reason = "endpoint settings changed by a configuration reload"
-        } else {
-            return
-        }
+        guard let table, registered, inbound.isOpen, let reason = table.staleness(of: runtime, admittedBy: pipeline) else { return }
         failConnection(code: 1001, reason: reason + "; reconnect_after_ms=0", countAsCause: false)
     }
 
@@ -415,6 +405,11 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber 
             failConnection(code: code, reason: reason, countAsCause: false)
         case .refiltered(_, .refuse(_, let reason, _)):
             failConnection(code: 1008, reason: "refused after a configuration reload: " + reason, countAsCause: false)
+        case .refiltered(_, .admit(_, let newGuards)) where request == nil:
+            // The client refreshed its token in-band while the reload re-checked the one it
+            // connected with: that decision is about a credential no longer in use.
+            for guardian in newGuards { guardian.connectionClosed() }
+            failConnection(code: 1001, reason: "endpoint filters changed by a configuration reload; reconnect_after_ms=0", countAsCause: false)
         case .refiltered(let pipeline, .admit(let principal, let newGuards)):
             self.pipeline = pipeline
             if let attachedGuards {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import SwitchboardPlugins
 import SwitchboardConfig
 import SwitchboardCore
 import SwitchboardServer

@@ -551,6 +551,7 @@ def test_an_upgrade_admitted_by_the_old_filters_after_a_reload_is_closed_to_reco
     keys = {"j1": rsa.generate_private_key(public_exponent=65537, key_size=2048),
             "j2": rsa.generate_private_key(public_exponent=65537, key_size=2048)}
     state = {"served": ["j1"], "slow_once": False}
+    slow_fetch_arrived = threading.Event()
 
     def jwk(kid):
         value = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(keys[kid].public_key()))
@@ -561,7 +562,8 @@ def test_an_upgrade_admitted_by_the_old_filters_after_a_reload_is_closed_to_reco
         def do_GET(self):
             if state["slow_once"]:
                 state["slow_once"] = False
-                time.sleep(2)
+                slow_fetch_arrived.set()
+                time.sleep(5)
             body = json.dumps({"keys": [jwk(kid) for kid in state["served"]]}).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -598,7 +600,7 @@ endpoints:
 
         def connect_late():
             try:
-                with websockets.sync.client.connect("ws://%s/slow" % gateway.address, open_timeout=10,
+                with websockets.sync.client.connect("ws://%s/slow" % gateway.address, open_timeout=20,
                                                     additional_headers={"Authorization": "Bearer " + value}) as ws:
                     result["opened_at"] = time.time()
                     while True:
@@ -610,12 +612,13 @@ endpoints:
 
         thread = threading.Thread(target=connect_late, daemon=True)
         thread.start()
-        time.sleep(0.5)  # the upgrade waits for the slow JWKS fetch
+        # The upgrade now waits 5 s for the slow JWKS fetch; the reload happens meanwhile.
+        assert slow_fetch_arrived.wait(timeout=10), "the upgrade never fetched the JWKS"
         pathlib.Path(gateway.config).write_text(config_text % "1s")
         status, body = http(gateway, "POST", "/admin/reload")
         assert status == 200, body
         assert "endpoint /slow filters changed (0 connections admitted again, 0 closed)" in body["changes"], body
-        thread.join(timeout=15)
+        thread.join(timeout=25)
         assert "opened_at" in result, result
         close = result.get("close")
         assert close is not None and close.code == 1001, result

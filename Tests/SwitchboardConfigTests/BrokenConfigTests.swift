@@ -351,6 +351,20 @@ import SwitchboardPlugins
         #expect(result.warnings.map(\.description) == [
             "former.yaml:3:13: sources[0].plugin: warning: plugin name 'redis-stream' is deprecated (write plugin: redis_stream; the old spelling will stop working in a later release)",
         ])
+        // The warning never softens an error in the same block.
+        let broken = Self.loader.check(yaml: """
+            sources:
+              - name: jobs
+                plugin: redis-stream
+                streams: [jobs]
+                topic: jobs
+                protocol: 7
+            endpoints:
+              - path: /ws
+                encoders: [json]
+            """, file: "former.yaml")
+        #expect(broken.errors.map(\.description) == ["former.yaml:2:5: sources[0] (redis_stream): 'protocol' must be 2 or 3"])
+        #expect(broken.warnings.count == 1)
     }
 
     @Test func builtInPathsCannotBeTaken() {
@@ -364,10 +378,18 @@ import SwitchboardPlugins
               - path: /other
                 encoders: [json]
                 stats_path: /ws
+              - path: /third
+                encoders: [json]
+                stats_path: /client.js
+              - path: /fourth
+                encoders: [json]
+                stats_path: /admin/reload
             """)
         #expect(messages.contains { $0.contains("endpoints[0].path: path '/metrics' is taken by a built-in route") }, "\(messages)")
         #expect(messages.contains { $0.contains("endpoints[1].stats_path: stats_path '/admin/reload' is taken by a built-in route") }, "\(messages)")
         #expect(messages.contains { $0.contains("endpoints[2].stats_path: stats_path '/ws' is the path of endpoints[1]") }, "\(messages)")
+        #expect(messages.contains { $0.contains("endpoints[3].stats_path: stats_path '/client.js' is taken by the dashboard") }, "\(messages)")
+        #expect(messages.contains { $0.contains("endpoints[4].stats_path: stats_path '/admin/reload' is also the stats_path of endpoints[1]") }, "\(messages)")
     }
 
     @Test func interpolationWithDefaultsAndEscapes() throws {

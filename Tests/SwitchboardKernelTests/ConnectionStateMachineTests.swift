@@ -1,5 +1,4 @@
 import NIOCore
-import SwitchboardConfig
 import SwitchboardCore
 import SwitchboardKernel
 import Testing

@@ -1,6 +1,5 @@
 import NIOCore
 import SwitchboardCore
-import SwitchboardConfig
 import SwitchboardKernel
 import Testing
 
