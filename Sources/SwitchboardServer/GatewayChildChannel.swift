@@ -245,6 +245,13 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
                         }
                         try channel.pipeline.syncOperations.addHandler(HTTP1ToHTTPServerCodec(secure: secure))
                         try channel.pipeline.syncOperations.addHandler(HTTPConnectionStateHandler(idleTimeout: limits.idleTimeout.duration, logger: logger))
+                        // The server's quiesce event reached this connection before the
+                        // handler that acts on it existed: replay it once the request is
+                        // in, or a kept-alive client (a dashboard polling /stats) holds the
+                        // shutdown open until its idle timeout.
+                        if endpoints.draining.load(ordering: .relaxed) {
+                            try channel.pipeline.syncOperations.addHandler(QuiesceReplay())
+                        }
                         let asyncChannel = try NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>(
                             wrappingChannelSynchronously: channel,
                             configuration: .init(isOutboundHalfClosureEnabled: true)
@@ -483,5 +490,21 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
             }
             try await responder(request, responseWriter, channel)
         }
+    }
+}
+
+/// Fires `ChannelShouldQuiesceEvent` through the pipeline right after the first request
+/// part has passed the connection-state handler (which then closes after the response),
+/// and leaves.
+final class QuiesceReplay: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+    private var replayed = false
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        context.fireChannelRead(data)
+        guard !replayed else { return }
+        replayed = true
+        context.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }
 }

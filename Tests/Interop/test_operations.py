@@ -626,3 +626,32 @@ endpoints:
     finally:
         stop_gateway(gateway)
         server.shutdown()
+
+
+def test_a_request_under_way_when_the_drain_starts_does_not_hold_the_shutdown():
+    """A connection whose first request is still arriving when SIGTERM comes gets its
+    answer, then is closed (not kept alive until idle_timeout), so the process exits."""
+    import socket
+    gateway = start_gateway(BASE.replace("shutdown: {drain: 1s}", "shutdown: {drain: 500ms, grace: 1s}") % BOTH_KEYS, name="half-request")
+    try:
+        host, port = gateway.address.split(":")
+        sock = socket.create_connection((host, int(port)), timeout=10)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # the head is not complete yet
+        time.sleep(0.3)
+        started = time.time()
+        gateway.process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        sock.sendall(b"Connection: keep-alive\r\n\r\n")
+        answer = b""
+        while True:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break  # the server closed the connection after answering
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200"), answer
+        sock.close()
+        assert gateway.process.wait(timeout=10) == 0
+        assert time.time() - started < 8, "the shutdown waited for the kept-alive connection"
+    finally:
+        if gateway.process.poll() is None:
+            gateway.process.kill()
