@@ -15,7 +15,8 @@ public struct GatewayConfiguration: Sendable {
     /// Why source routes cannot be served beside this configuration's own paths: a
     /// built-in route, an endpoint or stats path, the dashboard's, or another source's
     /// route with the same method. Empty when they fit.
-    public func routeConflicts(_ routes: [(source: String, method: String, path: String)]) -> [String] {
+    public func routeConflicts(_ sourceRoutes: [String: [HTTPRoute]]) -> [String] {
+        let routes = sourceRoutes.keys.sorted().flatMap { name in (sourceRoutes[name] ?? []).map { (source: name, method: $0.method, path: $0.path) } }
         var problems: [String] = []
         var taken: [String: String] = [:]
         for endpoint in endpoints {

@@ -37,7 +37,7 @@ public final class ConnectionCompression {
         output.reserveCapacity(payload.readableBytes / 2 + 64)
         // A shared compressor is only ever used without context takeover.
         deflater.compress(payload, into: &output, resetAfter: agreement.serverNoContextTakeover)
-        tally?.counter.add(encoder: tally?.encoder ?? "", mode: agreement.mode, input: payload.readableBytes, output: output.readableBytes)
+        if let tally { tally.counter.add(encoder: tally.encoder, mode: agreement.mode, input: payload.readableBytes, output: output.readableBytes) }
         return output
     }
 

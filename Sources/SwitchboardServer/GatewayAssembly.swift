@@ -75,7 +75,7 @@ public struct GatewayAssembly: Sendable {
             sources.append((source.name, built.source))
             routes[source.name] = built.routes
         }
-        let conflicts = configuration.routeConflicts(routes.keys.sorted().flatMap { name in (routes[name] ?? []).map { (name, $0.method, $0.path) } })
+        let conflicts = configuration.routeConflicts(routes)
         guard conflicts.isEmpty else { throw AssemblyError(conflicts.joined(separator: "; ")) }
         return GatewayAssembly(
             kernel: kernel,

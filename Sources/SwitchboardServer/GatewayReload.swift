@@ -102,7 +102,7 @@ extension Gateway {
         }
         var routes = live.withLockedValue { $0.sourceRoutes }.filter { name, _ in new.sources.contains { $0.name == name } }
         for built in builtSources { routes[built.configuration.name] = built.routes }
-        errors += new.routeConflicts(routes.keys.sorted().flatMap { name in (routes[name] ?? []).map { (name, $0.method, $0.path) } })
+        errors += new.routeConflicts(routes)
         guard errors.isEmpty else { return rejected(errors, trigger: trigger) }
 
         // Apply.

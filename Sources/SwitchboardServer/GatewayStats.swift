@@ -313,7 +313,7 @@ extension Gateway {
             let users = runtimes.filter { _, runtime in
                 let pipeline = runtime.pipeline
                 guard let profile = pipeline.compression?.profile, let deflate = entry.deflate else { return false }
-                return profile.level == deflate.level && profile.memLevel == deflate.memLevel && profile.minSize == entry.minSize
+                return profile == CompressionProfile(level: deflate.level, memLevel: deflate.memLevel, minSize: entry.minSize)
                     && pipeline.encoders.contains { $0.encoder.variantKey == entry.encoder.variantKey }
             }.keys.sorted()
             add(CompressionKey(endpoint: users.isEmpty ? "(none)" : users.joined(separator: ","), encoder: entry.encoder.name, mode: "shared"), bytes.input, bytes.output)
