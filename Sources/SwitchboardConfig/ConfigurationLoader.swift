@@ -149,10 +149,55 @@ extension ConfigurationLoader {
         }
         let session = DecodingSession(file: "<plugin>", environment: environment, registry: PluginRegistry())
         let decoder = NodeDecoder(session: session, node: root, path: [], plugin: plugin)
-        let value = try? decoder.decodePlugin { try Config(from: $0) }
+        let declared = (Config.self as? any PluginConfig.Type)?.keys.map(\.name) ?? []
+        let value = try? decoder.decodePlugin(declaring: declared) { try Config(from: $0) }
         session.reportUnknownKeys()
         let diagnostics = session.sortedDiagnostics
         if let value, diagnostics.isEmpty { return value }
         throw ConfigurationError(diagnostics: diagnostics)
+    }
+}
+
+extension ConfigurationLoader {
+    /// What a plugin's decoder made of a documented example: the first mapping in `yaml`
+    /// with `plugin: <plugin>` is decoded by `decode` (a registry factory's `decode`), and
+    /// the result is the keys the decoder asked for (present or not, kernel keys such as
+    /// `name` left out) and every problem found. Nothing is added for declared keys, so a
+    /// test can compare what the decoder really reads with what the plugin declares.
+    public static func probePluginExample(
+        yaml: String,
+        plugin: String,
+        environment: [String: String] = [:],
+        decode: (any Decoder) throws -> Void
+    ) -> (asked: Set<String>, diagnostics: [Diagnostic]) {
+        let kernelKeys: Set<String> = ["plugin", "name", "run", "retain", "enabled"]
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: yaml)
+        } catch {
+            return ([], [diagnostic(forYAMLError: error, file: "<example>")])
+        }
+        guard let block = root.flatMap({ firstBlock(of: plugin, in: $0) }), case .mapping(let mapping) = block else {
+            return ([], [Diagnostic(file: "<example>", line: 1, column: 1, path: "", message: "no mapping with 'plugin: \(plugin)' in the example")])
+        }
+        let session = DecodingSession(file: "<example>", environment: environment, registry: PluginRegistry())
+        let tracker = session.tracker(for: mapping, path: [], plugin: plugin)
+        tracker.asked.formUnion(kernelKeys)
+        let decoder = NodeDecoder(session: session, node: block, path: [], plugin: plugin)
+        _ = try? decoder.decodePlugin(declaring: []) { try decode($0) }
+        session.reportUnknownKeys()
+        return (tracker.asked.subtracting(kernelKeys), session.sortedDiagnostics)
+    }
+
+    private static func firstBlock(of plugin: String, in node: Node) -> Node? {
+        switch node {
+        case .mapping(let mapping):
+            if mapping.first(where: { $0.key.scalar?.string == "plugin" })?.value.scalar?.string == plugin { return node }
+            return mapping.lazy.compactMap { firstBlock(of: plugin, in: $0.value) }.first
+        case .sequence(let sequence):
+            return sequence.lazy.compactMap { firstBlock(of: plugin, in: $0) }.first
+        case .scalar, .alias:
+            return nil
+        }
     }
 }

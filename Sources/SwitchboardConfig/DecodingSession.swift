@@ -4,7 +4,12 @@ import Yams
 
 /// Signals that a problem was already recorded as a ``Diagnostic``; decoding of the
 /// enclosing value stops, its siblings go on.
-struct ReportedError: Error {}
+struct ReportedError: Error {
+    /// Set by a plugin block that failed its own validation after every declared key was
+    /// accounted for: the block at this (rendered) path is not "aborted", so its unknown keys
+    /// are still reported.
+    var keysAccountedFor: String?
+}
 
 /// One step of a key path.
 enum PathComponent: Sendable {
@@ -56,6 +61,10 @@ final class DecodingSession {
     /// failure there may follow from it. Other warnings (a deprecated name) never soften an
     /// error.
     private var unsetVariablePaths: [String] = []
+    /// Where a value that could not be decoded was replaced by a placeholder (or a zero) so
+    /// decoding could go on: a later complaint about the value there would be about the
+    /// placeholder (`max_message_size: lots` is not "got 1"), so it is not reported.
+    private var substitutedPaths: Set<String> = []
     private var trackers: [String: MappingTracker] = [:]
     private var trackerOrder: [String] = []
     private var abortedPaths: [String] = []
@@ -67,6 +76,7 @@ final class DecodingSession {
     }
 
     func report(_ message: String, hint: String? = nil, mark: Mark?, path: [PathComponent], plugin: String?) {
+        if substitutedPaths.contains(renderPath(path)) { return }
         var label = renderPath(path)
         if let plugin { label += label.isEmpty ? "(\(plugin))" : " (\(plugin))" }
         let diagnostic = Diagnostic(
@@ -79,6 +89,11 @@ final class DecodingSession {
         )
         if !diagnostics.contains(diagnostic) { diagnostics.append(diagnostic) }
         troubledPaths.append(renderPath(path))
+    }
+
+    /// Notes that the value at `path` is a stand-in after a reported error.
+    func substituted(_ path: [PathComponent]) {
+        substitutedPaths.insert(renderPath(path))
     }
 
     /// Records a warning (printed by `check`, never fatal).
@@ -168,6 +183,7 @@ final class DecodingSession {
     func scalarText(_ node: Node, path: [PathComponent], plugin: String?, expected: String) -> String? {
         guard case .scalar(let scalar) = node else {
             report("expected \(expected), got \(describe(node))", mark: node.mark, path: path, plugin: plugin)
+            substituted(path)
             return nil
         }
         switch Interpolation.expand(scalar.string, environment: environment) {
@@ -178,6 +194,7 @@ final class DecodingSession {
             return nil
         case .failure(let error):
             report(error.message, hint: error.hint, mark: scalar.mark, path: path, plugin: plugin)
+            substituted(path)
             return nil
         }
     }

@@ -249,7 +249,7 @@ public struct FilterConfiguration: Sendable, Decodable {
             nodeDecoder.report("unknown filter plugin '\(plugin)'", hint: "\(suggestion)\(available)", key: "plugin")
             throw ReportedError()
         }
-        builder = try nodeDecoder.forPlugin(plugin).decodePlugin(factory.decode)
+        builder = try nodeDecoder.forPlugin(plugin).decodePlugin(declaring: factory.keys.map(\.name), factory.decode)
     }
 }
 

@@ -341,7 +341,7 @@ public struct SourceConfiguration: Sendable, Decodable {
             throw ReportedError()
         }
         receivesOnEveryInstance = factory.receivesOnEveryInstance
-        builder = try nodeDecoder.forPlugin(plugin).decodePlugin(factory.decode)
+        builder = try nodeDecoder.forPlugin(plugin).decodePlugin(declaring: factory.keys.map(\.name), factory.decode)
     }
 }
 

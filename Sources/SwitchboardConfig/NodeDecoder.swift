@@ -37,16 +37,25 @@ struct NodeDecoder: Decoder, ConfigShapeProbing {
     }
 
     /// Runs a plugin's config decoding, attributing its validation errors to this node
-    /// under the plugin's label.
-    func decodePlugin<Built>(_ decode: (any Decoder) throws -> Built) throws -> Built {
+    /// under the plugin's label. `declaring`: the keys the plugin declares
+    /// (``PluginConfig/keys``); any other key in the block is reported as unknown with a
+    /// "did you mean", even when the plugin's own validation fails before it read them all.
+    func decodePlugin<Built>(declaring keys: [String], _ decode: (any Decoder) throws -> Built) throws -> Built {
+        if case .mapping(let mapping) = node, !keys.isEmpty {
+            session.tracker(for: mapping, path: path, plugin: plugin).asked.formUnion(keys)
+        }
         do {
             return try decode(self)
         } catch let error as ConfigValidationError {
             // A block whose keys already had a problem (an unset variable, a bad value)
             // fails its own validation because of it: report the cause only.
             session.reportValidationFailure(error, mark: node.mark, path: path, plugin: plugin)
-            session.markAborted(path)
-            throw ReportedError()
+            // Without declared keys, the keys the plugin had not read yet are not unknown.
+            if keys.isEmpty {
+                session.markAborted(path)
+                throw ReportedError()
+            }
+            throw ReportedError(keysAccountedFor: renderPath(path))
         }
     }
 
@@ -133,11 +142,14 @@ struct NodeDecoder: Decoder, ConfigShapeProbing {
             return try T(from: child)
         } catch let error as ConfigValidationError {
             session.reportValidationFailure(error, mark: node.mark, path: path, plugin: plugin)
-            if let placeholder = (T.self as? any ConfigPlaceholder.Type)?.configPlaceholder as? T { return placeholder }
+            if let placeholder = (T.self as? any ConfigPlaceholder.Type)?.configPlaceholder as? T {
+                session.substituted(path)
+                return placeholder
+            }
             session.markAborted(path)
             throw ReportedError()
-        } catch is ReportedError {
-            session.markAborted(path)
+        } catch let error as ReportedError {
+            if error.keysAccountedFor != renderPath(path) { session.markAborted(path) }
             throw ReportedError()
         } catch {
             child.report("\(error)")
@@ -213,6 +225,7 @@ struct NodeDecoder: Decoder, ConfigShapeProbing {
         case "false", "False", "FALSE": return false
         default:
             report("expected true or false, got '\(text)'")
+            session.substituted(path)
             return false
         }
     }
@@ -225,6 +238,7 @@ struct NodeDecoder: Decoder, ConfigShapeProbing {
             } else {
                 report("expected an integer, got '\(text)'")
             }
+            session.substituted(path)
             return 0
         }
         return value
@@ -234,6 +248,7 @@ struct NodeDecoder: Decoder, ConfigShapeProbing {
         guard let text = text(expected: "a number") else { return 0 }
         guard let value = Double(text), value.isFinite else {
             report("expected a number, got '\(text)'")
+            session.substituted(path)
             return 0
         }
         return value
@@ -308,6 +323,7 @@ struct NodeKeyedContainer<Key: CodingKey>: KeyedDecodingContainerProtocol {
                 path: decoder.path,
                 plugin: decoder.plugin
             )
+            decoder.session.substituted(decoder.path + [.key(key.stringValue)])
             if let primitive = try zeroPrimitive(type) { return primitive }
             if let placeholder = (T.self as? any ConfigPlaceholder.Type)?.configPlaceholder as? T { return placeholder }
             throw ReportedError()

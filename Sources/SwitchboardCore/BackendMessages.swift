@@ -45,26 +45,35 @@ public struct MessageMapping: Sendable {
         self.shape = shape
     }
 
-    /// The spec lines of the keys this mapping reads, for a plugin's ``PluginSpec``.
+    /// The keys a mapping reads, declared once for the plugin's ``PluginConfig/keys``.
     /// `channel` names what `{channel}` stands for ("the channel name", "the stream key").
-    public static func specKeys(channel: String) -> [PluginSpec.Key] {
-        [
-            .init("topic", "string, required", "Topic of the events; `{channel}` is replaced by \(channel) (`job:{channel}`)."),
-            .init("type", "string, default: message", "Event type; a JSON payload's own string `type` field wins unless `type_from_payload: false`."),
-            .init("type_from_payload", "bool, default: true", "Use the payload's `type` field when there is one."),
-            .init("shape", "envelope | flat, default: envelope", "`flat` sends `{\"type\", …payload fields}` instead of the envelope."),
-        ]
+    public struct Keys: Sendable {
+        public let topic: RequiredKey<String>
+        public let type = DefaultedKey(
+            "type", "string", default: "message",
+            "Event type; a JSON payload's own string `type` field wins unless `type_from_payload: false`."
+        )
+        public let typeFromPayload = DefaultedKey("type_from_payload", "bool", default: true, "Use the payload's `type` field when there is one.")
+        public let shape = DefaultedKey(
+            "shape", "envelope | flat", default: EventShape.envelope,
+            "`flat` sends `{\"type\", …payload fields}` instead of the envelope."
+        )
+
+        public init(channel: String) {
+            topic = RequiredKey("topic", "string", "Topic of the events; `{channel}` is replaced by \(channel) (`job:{channel}`).")
+        }
+
+        /// In documentation order.
+        public var all: [any PluginKey] { [topic, type, typeFromPayload, shape] }
     }
 
     /// Reads `topic`, `type`, `type_from_payload` and `shape` from a plugin's container.
-    public init<Key: CodingKey>(from container: KeyedDecodingContainer<Key>) throws {
-        guard let topicKey = Key(stringValue: "topic"), let typeKey = Key(stringValue: "type"),
-              let fromPayloadKey = Key(stringValue: "type_from_payload"), let shapeKey = Key(stringValue: "shape")
-        else { throw ConfigValidationError("the plugin's keys lack topic, type, type_from_payload or shape") }
-        topic = try TopicTemplate(container.decode(String.self, forKey: topicKey))
-        type = try container.value(typeKey, default: "message")
-        typeFromPayload = try container.value(fromPayloadKey, default: true)
-        shape = try container.value(shapeKey, default: .envelope)
+    public init(from container: KeyedDecodingContainer<PluginCodingKey>, keys: Keys = Keys(channel: "the channel name")) throws {
+        let topicText = try container.read(keys.topic)
+        type = try container.read(keys.type)
+        typeFromPayload = try container.read(keys.typeFromPayload)
+        shape = try container.read(keys.shape)
+        topic = try TopicTemplate(topicText)
     }
 
     /// The event for `payload` received on `channel`.

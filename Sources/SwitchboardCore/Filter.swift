@@ -130,7 +130,7 @@ public struct FilterContext: Sendable {
 
 /// A filter plugin: config type, YAML name and builder.
 public protocol FilterPlugin: SendableMetatype {
-    associatedtype Config: Decodable & Sendable
+    associatedtype Config: PluginConfig
     static var typeName: String { get }
     static var spec: PluginSpec { get }
     static func build(config: Config, context: FilterContext) async throws -> any Filter

@@ -2,6 +2,8 @@
 public struct SourceFactory: Sendable {
     public let typeName: String
     public let spec: PluginSpec
+    /// The top-level keys the plugin's config declares.
+    public let keys: [any PluginKey]
     /// See ``SourcePlugin/receivesOnEveryInstance``.
     public let receivesOnEveryInstance: Bool
     /// Decodes the plugin's config and returns the builder bound to it.
@@ -9,7 +11,8 @@ public struct SourceFactory: Sendable {
 
     public init<P: SourcePlugin>(_ plugin: P.Type) {
         self.typeName = P.typeName
-        self.spec = P.spec
+        self.spec = P.spec.documenting(P.Config.keys)
+        self.keys = P.Config.keys
         self.receivesOnEveryInstance = P.receivesOnEveryInstance
         self.decode = { decoder in
             let config = try P.Config(from: decoder)
@@ -27,11 +30,14 @@ public struct SourceBuilder: Sendable {
 public struct FilterFactory: Sendable {
     public let typeName: String
     public let spec: PluginSpec
+    /// The top-level keys the plugin's config declares.
+    public let keys: [any PluginKey]
     public let decode: @Sendable (any Decoder) throws -> FilterBuilder
 
     public init<P: FilterPlugin>(_ plugin: P.Type) {
         self.typeName = P.typeName
-        self.spec = P.spec
+        self.spec = P.spec.documenting(P.Config.keys)
+        self.keys = P.Config.keys
         self.decode = { decoder in
             let config = try P.Config(from: decoder)
             return FilterBuilder { context in try await P.build(config: config, context: context) }

@@ -1,14 +1,15 @@
-/// Documentation of a plugin, used for generated docs and `switchboard plugins`.
+/// Documentation of a plugin, used for generated docs and `switchboard plugins`. Its keys
+/// come from the plugin's ``PluginConfig/keys`` declarations (the registry fills them in).
 public struct PluginSpec: Sendable {
     /// One-line summary.
     public var summary: String
     /// Each configuration key: name, type/default text, description.
     public var keys: [Key]
-    /// YAML examples.
+    /// YAML examples; a test decodes each one.
     public var examples: [String]
 
     /// One documented configuration key.
-    public struct Key: Sendable {
+    public struct Key: Sendable, Equatable {
         public var name: String
         public var type: String
         public var summary: String
@@ -20,9 +21,16 @@ public struct PluginSpec: Sendable {
         }
     }
 
-    public init(summary: String, keys: [Key] = [], examples: [String] = []) {
+    public init(summary: String, examples: [String] = []) {
         self.summary = summary
-        self.keys = keys
+        self.keys = []
         self.examples = examples
+    }
+
+    /// This spec with the documentation rows of `declared`.
+    public func documenting(_ declared: [any PluginKey]) -> PluginSpec {
+        var spec = self
+        spec.keys = Self.rows(for: declared)
+        return spec
     }
 }

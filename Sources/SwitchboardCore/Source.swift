@@ -62,7 +62,7 @@ public protocol SourceContext: Sendable {
 /// A source plugin: a config type, a name for YAML and a builder.
 public protocol SourcePlugin: SendableMetatype {
     /// Configuration decoded from the source's YAML mapping; unknown keys are errors.
-    associatedtype Config: Decodable & Sendable
+    associatedtype Config: PluginConfig
     /// The `plugin:` name in YAML.
     static var typeName: String { get }
     /// Summary, keys and examples for generated docs.

@@ -142,3 +142,93 @@ extension Gateway {
         return ["endpoints": .array(endpoints)]
     }
 }
+
+// MARK: fixed routes
+
+extension Gateway {
+
+    /// The routes that never change: probes, stats, metrics and the admin API. Endpoint
+    /// paths, source routes and the dashboard follow the configuration in force
+    /// (``GatewayResponder``).
+    func addRoutes(to router: Router<GatewayRequestContext>) {
+        router.get("/healthz") { _, _ in
+            Self.json(["status": "ok"], status: .ok)
+        }
+        router.get("/readyz") { [self] _, _ in
+            let statuses = assembly.supervisor.statuses()
+            let draining = drain.hasStarted
+            let ready = assembly.supervisor.isReady && !draining
+            return Self.json(
+                [
+                    "status": .string(draining ? "draining" : ready ? "ready" : "degraded"),
+                    "sources": .array(statuses.map(Self.sourceJSON)),
+                ],
+                status: ready ? .ok : .serviceUnavailable
+            )
+        }
+        router.get("/stats") { [self] request, _ in
+            Self.json(await statsSnapshot(detailed: Self.hasAdminKey(request.headers, adminKey: live.withLockedValue { $0.adminKey })), status: .ok)
+        }
+        router.get("/metrics") { [self] _, _ in
+            var buffer = ByteBuffer()
+            buffer.writeString(await metricsText())
+            return Response(
+                status: .ok,
+                headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: .init(byteBuffer: buffer)
+            )
+        }
+        router.post("/admin/reload") { [self] request, _ in
+            guard let adminKey = live.withLockedValue({ $0.adminKey }) else {
+                return Self.json(["error": ["code": "admin_disabled", "message": "the admin API is off: set admin_key or SWITCHBOARD_ADMIN_KEY"]], status: .notFound)
+            }
+            guard Self.hasAdminKey(request.headers, adminKey: adminKey) else {
+                return Self.json(["error": ["code": "forbidden", "message": "send the admin key as X-Admin-Key or Authorization: Bearer"]], status: .forbidden)
+            }
+            let outcome = await reload(trigger: "POST /admin/reload")
+            return Self.json(outcome.json, status: outcome.applied ? .ok : .unprocessableContent)
+        }
+    }
+
+    /// Whether the request carries the admin key (`X-Admin-Key` or `Authorization: Bearer`,
+    /// compared in constant time).
+    static func hasAdminKey(_ headers: HTTPFields, adminKey: String?) -> Bool {
+        guard let adminKey else { return false }
+        let lookup = HTTPRouteRequest(headers: headers.map { (name: $0.name.rawName, value: $0.value) }, query: [], body: ByteBuffer(), remoteAddress: nil)
+        guard let offered = lookup.header("X-Admin-Key") ?? lookup.bearerToken else { return false }
+        return ConstantTime.equal(Array(offered.utf8), Array(adminKey.utf8))
+    }
+
+    /// A plugin route's response as Hummingbird's.
+    static func response(_ response: HTTPRouteResponse, extraHeaders: HTTPFields = [:]) -> Response {
+        var headers = extraHeaders
+        for header in response.headers {
+            if let name = HTTPField.Name(header.name) { headers[name] = header.value }
+        }
+        return json(response.body, status: .init(code: response.status), extraHeaders: headers)
+    }
+
+    static func json(_ value: JSONValue, status: HTTPResponse.Status, extraHeaders: HTTPFields = [:]) -> Response {
+        var buffer = ByteBuffer()
+        JSONWriter.write(value, into: &buffer)
+        buffer.writeStaticString("\n")
+        var headers = extraHeaders
+        headers[.contentType] = "application/json"
+        return Response(status: status, headers: headers, body: .init(byteBuffer: buffer))
+    }
+
+    static func sourceJSON(_ status: SourceStatus) -> JSONValue {
+        var object = JSONObject([
+            ("name", .string(status.name)),
+            ("plugin", .string(status.plugin)),
+            ("state", .string(status.health.label)),
+            ("since_ms", .int(status.since)),
+            ("restarts", .int(Int64(status.restarts))),
+        ])
+        switch status.health {
+        case .retrying(let error), .failed(let error): object["last_error"] = .string(error)
+        default: break
+        }
+        return .object(object)
+    }
+}

@@ -13,25 +13,24 @@ public struct APIKeyFilter: FilterPlugin {
     public static let typeName = "api_key"
     public static let spec = PluginSpec(
         summary: "Admit WebSocket upgrades that carry a known API key; each key has its own roles and topics",
-        keys: [
-            .init("keys", "list", "Each entry: `name`, one of `key` (plain, use ${ENV}) or `sha256` (hex digest), optional `roles` and `topics`."),
-            .init("file", "path", "Extra keys, one per line: `name sha256:<hex> [roles=a,b] [topics=x,y]` or `name key:<plain> …`; `#` comments."),
-            .init("header", "string, default: X-API-Key", "Header carrying the key."),
-            .init("bearer", "bool, default: true", "Also accept `Authorization: Bearer <key>`."),
-            .init("query", "string, default: none", "Query parameter carrying the key (for browsers; keys then appear in URLs)."),
-            .init("mode", "enforce | observe, default: enforce", "`observe` logs and counts what would be denied and denies nothing."),
-        ],
         examples: ["filters:\n  - plugin: api_key\n    keys:\n      - name: dashboard\n        key: ${DASHBOARD_KEY}\n        roles: [viewer]\n        topics: [\"metrics\", \"topic:*\"]"]
     )
 
     /// One configured key.
-    public struct KeyEntry: Decodable, Sendable {
+    public struct KeyEntry: PluginConfig {
         public var name: String
         public var digest: [UInt8]
         public var roles: [String]
         public var topics: [TopicPattern]?
 
-        enum CodingKeys: String, CodingKey { case name, key, sha256, roles, topics }
+        static let name = RequiredKey<String>("name", "string", "Name of the key: the principal's identity.")
+        static let key = OptionalKey<String>("key", "string", "The key itself, at least 16 characters (use ${ENV}).")
+        static let sha256 = OptionalKey<String>("sha256", "hex digest", "SHA-256 of the key (64 hex digits), instead of `key`.")
+        static let roles = DefaultedKey<[String]>("roles", "list", default: [], shown: "none", "Roles of the principal.")
+        static let topics = OptionalKey<[TopicPattern]>(
+            "topics", "list of patterns", whenAbsent: "no restriction", "Topic patterns the principal may subscribe to."
+        )
+        public static let keys: [any PluginKey] = [Self.name, Self.key, Self.sha256, Self.roles, Self.topics]
 
         init(name: String, digest: [UInt8], roles: [String], topics: [TopicPattern]?) {
             self.name = name
@@ -41,12 +40,12 @@ public struct APIKeyFilter: FilterPlugin {
         }
 
         public init(from decoder: any Decoder) throws {
-            let container = try decoder.container(keyedBy: CodingKeys.self)
-            name = try container.decode(String.self, forKey: .name)
-            roles = try container.value(.roles, default: [])
-            topics = try container.decodeIfPresent([TopicPattern].self, forKey: .topics)
-            let plain = try container.decodeIfPresent(String.self, forKey: .key)
-            let hashed = try container.decodeIfPresent(String.self, forKey: .sha256)
+            let container = try decoder.container(keyedBy: PluginCodingKey.self)
+            name = try container.read(Self.name)
+            roles = try container.read(Self.roles)
+            topics = try container.read(Self.topics)
+            let plain = try container.read(Self.key)
+            let hashed = try container.read(Self.sha256)
             switch (plain, hashed) {
             case (let key?, nil):
                 guard key.utf8.count >= 16 else {
@@ -64,23 +63,41 @@ public struct APIKeyFilter: FilterPlugin {
         }
     }
 
-    public struct Config: Decodable, Sendable {
+    public struct Config: PluginConfig {
         public var keys: [KeyEntry]
         public var header: String
         public var bearer: Bool
         public var query: String?
         public var mode: FilterMode
 
-        enum CodingKeys: String, CodingKey { case keys, file, header, bearer, query, mode }
+        static let keyEntries = DefaultedKey<[KeyEntry]>(
+            "keys", "list", default: [], shown: "none",
+            "Each entry: `name`, one of `key` (plain, use ${ENV}) or `sha256` (hex digest), optional `roles` and `topics`.",
+            nested: KeyEntry.keys
+        )
+        static let file = OptionalKey<String>(
+            "file", "path", whenAbsent: "none",
+            "Extra keys, one per line: `name sha256:<hex> [roles=a,b] [topics=x,y]` or `name key:<plain> …`; `#` comments."
+        )
+        static let header = DefaultedKey("header", "string", default: "X-API-Key", "Header carrying the key.")
+        static let bearer = DefaultedKey("bearer", "bool", default: true, "Also accept `Authorization: Bearer <key>`.")
+        static let query = OptionalKey<String>(
+            "query", "string", whenAbsent: "none", "Query parameter carrying the key (for browsers; keys then appear in URLs)."
+        )
+        static let mode = DefaultedKey(
+            "mode", "enforce | observe", default: FilterMode.enforce, "`observe` logs and counts what would be denied and denies nothing."
+        )
+        public static let keys: [any PluginKey] = [Self.keyEntries, Self.file, Self.header, Self.bearer, Self.query, Self.mode]
 
         public init(from decoder: any Decoder) throws {
-            let container = try decoder.container(keyedBy: CodingKeys.self)
-            keys = try container.value(.keys, default: [])
-            header = try container.value(.header, default: "X-API-Key")
-            bearer = try container.value(.bearer, default: true)
-            query = try container.decodeIfPresent(String.self, forKey: .query)
-            mode = try container.value(.mode, default: .enforce)
-            if let file = try container.decodeIfPresent(String.self, forKey: .file) {
+            let container = try decoder.container(keyedBy: PluginCodingKey.self)
+            keys = try container.read(Self.keyEntries)
+            let file = try container.read(Self.file)
+            header = try container.read(Self.header)
+            bearer = try container.read(Self.bearer)
+            query = try container.read(Self.query)
+            mode = try container.read(Self.mode)
+            if let file {
                 keys += try APIKeyFilter.loadKeyFile(file)
             }
             if keys.isEmpty { throw ConfigValidationError("no API keys configured", hint: "add 'keys' or 'file'") }

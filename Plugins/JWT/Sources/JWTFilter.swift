@@ -16,27 +16,6 @@ public struct JWTFilter: FilterPlugin {
     public static let typeName = "jwt"
     public static let spec = PluginSpec(
         summary: "Admit WebSocket upgrades that carry a valid JWT (HS/RS/ES/EdDSA; keys inline, from files or JWKS); close on expiry unless refreshed",
-        keys: [
-            .init("issuer", "string, default: none", "Required `iss`. Without it, only tokens without `iss` match this key set. Use `issuers` for several."),
-            .init("keys", "list", "Each entry: `algorithm` (HS256/384/512, RS256/384/512, ES256/384, EdDSA), optional `kid`, and `secret` / `secret_file` (HS) or `public_key` / `public_key_file` (PEM)."),
-            .init("jwks_file", "path", "A JSON Web Key Set file (public keys, each with `kid`)."),
-            .init("jwks_url", "https URL", "A JWKS fetched at start, every `jwks_refresh`, and on an unknown `kid` (at most every `jwks_min_refetch`). http:// only for loopback."),
-            .init("jwks_refresh", "duration, default: 10m", "How often the JWKS URL is fetched again."),
-            .init("jwks_min_refetch", "duration, default: 30s", "Least time between fetches caused by tokens with an unknown `kid`."),
-            .init("issuers", "list", "Several issuers, each with its own `issuer`, `keys`, `jwks_file`, `jwks_url`, `jwks_refresh`, `jwks_min_refetch`."),
-            .init("algorithms", "list, default: those of the configured keys", "Algorithms accepted at all; `none` is never accepted."),
-            .init("audience", "string or list, default: not checked", "Accepted `aud` values; the token must name one."),
-            .init("leeway", "duration, default: 5s", "Clock skew allowed for `exp`, `nbf` and `iat`."),
-            .init("require_exp", "bool, default: true", "Refuse tokens without `exp`."),
-            .init("max_age", "duration, default: none", "Refuse tokens whose `iat` is older than this."),
-            .init("token_from", "list of header | query | protocol, default: all", "Where the token is read: `Authorization: Bearer`, the query parameter, a `Sec-WebSocket-Protocol` entry."),
-            .init("query_parameter", "string, default: token", "Query parameter carrying the token."),
-            .init("protocol_prefix", "string, default: bearer.", "`Sec-WebSocket-Protocol` entry `<prefix><token>` (browsers cannot set headers)."),
-            .init("claims", "mapping, default: {subject: sub, roles: roles, topics: topics}", "Claim names (dotted paths such as `realm_access.roles` allowed) for the principal."),
-            .init("require_roles", "list, default: none", "The token must carry at least one of these roles (else 403)."),
-            .init("max_token_size", "size, default: 8KiB", "Longer tokens are refused without parsing."),
-            .init("mode", "enforce | observe, default: enforce", "`observe` logs and counts what would be denied and denies nothing."),
-        ],
         examples: [
             "filters:\n  - plugin: jwt\n    issuer: https://auth.example.com\n    audience: switchboard\n    keys:\n      - algorithm: HS256\n        secret: ${JWT_SECRET}\n    require_roles: [admin]",
             "filters:\n  - plugin: jwt\n    issuer: https://login.example.com/realms/main\n    jwks_url: https://login.example.com/realms/main/protocol/openid-connect/certs\n    claims: {roles: realm_access.roles}",
@@ -50,25 +29,33 @@ public struct JWTFilter: FilterPlugin {
     }
 
     /// Claim names for the principal.
-    public struct ClaimNames: Decodable, Sendable {
-        public var subject = "sub"
-        public var roles = "roles"
-        public var topics = "topics"
+    public struct ClaimNames: PluginConfig {
+        public var subject: String
+        public var roles: String
+        public var topics: String
 
-        enum CodingKeys: String, CodingKey { case subject, roles, topics }
+        static let subject = DefaultedKey("subject", "string", default: "sub", "Claim holding the principal's identity.")
+        static let roles = DefaultedKey("roles", "string", default: "roles", "Claim holding the roles (a list, or a string split at spaces and commas).")
+        static let topics = DefaultedKey("topics", "string", default: "topics", "Claim holding the list of topic patterns.")
+        public static let keys: [any PluginKey] = [Self.subject, Self.roles, Self.topics]
 
-        init() {}
+        /// The default names.
+        init() {
+            subject = Self.subject.defaultValue
+            roles = Self.roles.defaultValue
+            topics = Self.topics.defaultValue
+        }
 
         public init(from decoder: any Decoder) throws {
-            let container = try decoder.container(keyedBy: CodingKeys.self)
-            subject = try container.value(.subject, default: "sub")
-            roles = try container.value(.roles, default: "roles")
-            topics = try container.value(.topics, default: "topics")
+            let container = try decoder.container(keyedBy: PluginCodingKey.self)
+            subject = try container.read(Self.subject)
+            roles = try container.read(Self.roles)
+            topics = try container.read(Self.topics)
         }
     }
 
-    /// One issuer's key material.
-    public struct IssuerConfig: Sendable {
+    /// One issuer's key material: the top-level keys of the filter, or one `issuers` entry.
+    public struct IssuerConfig: PluginConfig {
         public var issuer: String?
         public var keys: [KeyConfig]
         public var jwksFile: String?
@@ -76,13 +63,48 @@ public struct JWTFilter: FilterPlugin {
         public var jwksRefresh: ConfigDuration
         public var jwksMinRefetch: ConfigDuration
 
-        init(from container: KeyedDecodingContainer<ConfigKeys>) throws {
-            issuer = try container.decodeIfPresent(String.self, forKey: .issuer)
-            keys = try container.value(.keys, default: [])
-            jwksFile = try container.decodeIfPresent(String.self, forKey: .jwksFile)
-            jwksURL = try container.decodeIfPresent(String.self, forKey: .jwksURL)
-            jwksRefresh = try container.value(.jwksRefresh, default: .seconds(600))
-            jwksMinRefetch = try container.value(.jwksMinRefetch, default: .seconds(30))
+        static let issuer = OptionalKey<String>(
+            "issuer", "string", whenAbsent: "none",
+            "Required `iss`. Without it, only tokens without `iss` match this key set. Use `issuers` for several."
+        )
+        static let keyEntries = DefaultedKey<[KeyConfig]>(
+            "keys", "list", default: [], shown: "none",
+            "Each entry: `algorithm` (HS256/384/512, RS256/384/512, ES256/384, EdDSA), optional `kid`, and `secret` / `secret_file` (HS) or `public_key` / `public_key_file` (PEM).",
+            nested: KeyConfig.keys
+        )
+        static let jwksFile = OptionalKey<String>("jwks_file", "path", whenAbsent: "none", "A JSON Web Key Set file (public keys, each with `kid`).")
+        static let jwksURL = OptionalKey<String>(
+            "jwks_url", "https URL", whenAbsent: "none",
+            "A JWKS fetched at start, every `jwks_refresh`, and on an unknown `kid` (at most every `jwks_min_refetch`). http:// only for loopback."
+        )
+        static let jwksRefresh = DefaultedKey(
+            "jwks_refresh", "duration", default: ConfigDuration.seconds(600), shown: "10m", "How often the JWKS URL is fetched again."
+        )
+        static let jwksMinRefetch = DefaultedKey(
+            "jwks_min_refetch", "duration", default: ConfigDuration.seconds(30),
+            "Least time between fetches caused by tokens with an unknown `kid`."
+        )
+        public static let keys: [any PluginKey] = [
+            Self.issuer, Self.keyEntries, Self.jwksFile, Self.jwksURL, Self.jwksRefresh, Self.jwksMinRefetch,
+        ]
+
+        /// An `issuers` entry: read, then checked.
+        public init(from decoder: any Decoder) throws {
+            try self.init(reading: decoder.container(keyedBy: PluginCodingKey.self))
+            try validate()
+        }
+
+        /// Reads every declared key without checking the result (`validate()` does).
+        init(reading container: KeyedDecodingContainer<PluginCodingKey>) throws {
+            issuer = try container.read(Self.issuer)
+            keys = try container.read(Self.keyEntries)
+            jwksFile = try container.read(Self.jwksFile)
+            jwksURL = try container.read(Self.jwksURL)
+            jwksRefresh = try container.read(Self.jwksRefresh)
+            jwksMinRefetch = try container.read(Self.jwksMinRefetch)
+        }
+
+        func validate() throws {
             if keys.isEmpty && jwksFile == nil && jwksURL == nil {
                 throw ConfigValidationError("no keys for issuer '\(issuer ?? "(none)")'", hint: "add 'keys', 'jwks_file' or 'jwks_url'")
             }
@@ -103,23 +125,7 @@ public struct JWTFilter: FilterPlugin {
         }
     }
 
-    /// An issuer entry in the `issuers` list.
-    struct IssuerEntry: Decodable {
-        var value: IssuerConfig
-        init(from decoder: any Decoder) throws {
-            value = try IssuerConfig(from: decoder.container(keyedBy: ConfigKeys.self))
-        }
-    }
-
-    enum ConfigKeys: String, CodingKey {
-        case issuer, keys, issuers, algorithms, audience, leeway, claims, mode
-        case jwksFile = "jwks_file", jwksURL = "jwks_url", jwksRefresh = "jwks_refresh", jwksMinRefetch = "jwks_min_refetch"
-        case requireExp = "require_exp", maxAge = "max_age", tokenFrom = "token_from"
-        case queryParameter = "query_parameter", protocolPrefix = "protocol_prefix"
-        case requireRoles = "require_roles", maxTokenSize = "max_token_size"
-    }
-
-    public struct Config: Decodable, Sendable {
+    public struct Config: PluginConfig {
         public var issuers: [IssuerConfig]
         public var algorithms: [JWTAlgorithmName]
         public var audience: [String]
@@ -134,16 +140,78 @@ public struct JWTFilter: FilterPlugin {
         public var maxTokenSize: ConfigByteSize
         public var mode: FilterMode
 
+        static let issuers = OptionalKey<[IssuerConfig]>(
+            "issuers", "list", whenAbsent: "none",
+            "Several issuers, each with its own `issuer`, `keys`, `jwks_file`, `jwks_url`, `jwks_refresh`, `jwks_min_refetch`."
+        )
+        static let algorithms = OptionalKey<[JWTAlgorithmName]>(
+            "algorithms", "list", whenAbsent: "those of the configured keys", "Algorithms accepted at all; `none` is never accepted."
+        )
+        static let audience = DefaultedKey(
+            "audience", "string or list", default: OneOrMoreStrings([]), shown: "not checked",
+            "Accepted `aud` values; the token must name one."
+        )
+        static let leeway = DefaultedKey("leeway", "duration", default: ConfigDuration.seconds(5), "Clock skew allowed for `exp`, `nbf` and `iat`.")
+        static let requireExp = DefaultedKey("require_exp", "bool", default: true, "Refuse tokens without `exp`.")
+        static let maxAge = OptionalKey<ConfigDuration>("max_age", "duration", whenAbsent: "none", "Refuse tokens whose `iat` is older than this.")
+        static let tokenFrom = DefaultedKey(
+            "token_from", "list of header | query | protocol", default: TokenSource.allCases, shown: "all",
+            "Where the token is read: `Authorization: Bearer`, the query parameter, a `Sec-WebSocket-Protocol` entry."
+        )
+        static let queryParameter = DefaultedKey("query_parameter", "string", default: "token", "Query parameter carrying the token.")
+        static let protocolPrefix = DefaultedKey(
+            "protocol_prefix", "string", default: "bearer.", "`Sec-WebSocket-Protocol` entry `<prefix><token>` (browsers cannot set headers)."
+        )
+        static let claims = DefaultedKey(
+            "claims", "mapping", default: ClaimNames(), shown: "{subject: sub, roles: roles, topics: topics}",
+            "Claim names (dotted paths such as `realm_access.roles` allowed) for the principal.",
+            nested: ClaimNames.keys
+        )
+        static let requireRoles = DefaultedKey<[String]>(
+            "require_roles", "list", default: [], shown: "none", "The token must carry at least one of these roles (else 403)."
+        )
+        static let maxTokenSize = DefaultedKey(
+            "max_token_size", "size", default: ConfigByteSize(bytes: 8192), "Longer tokens are refused without parsing."
+        )
+        static let mode = DefaultedKey(
+            "mode", "enforce | observe", default: FilterMode.enforce, "`observe` logs and counts what would be denied and denies nothing."
+        )
+        /// The keys of a single issuer first (they may stand at the top level), then the rest.
+        public static let keys: [any PluginKey] = [
+            IssuerConfig.issuer, IssuerConfig.keyEntries, IssuerConfig.jwksFile, IssuerConfig.jwksURL,
+            IssuerConfig.jwksRefresh, IssuerConfig.jwksMinRefetch,
+            Self.issuers, Self.algorithms, Self.audience, Self.leeway, Self.requireExp, Self.maxAge, Self.tokenFrom,
+            Self.queryParameter, Self.protocolPrefix, Self.claims, Self.requireRoles, Self.maxTokenSize, Self.mode,
+        ]
+
         public init(from decoder: any Decoder) throws {
-            let container = try decoder.container(keyedBy: ConfigKeys.self)
-            if container.contains(.issuers) {
-                for key in [ConfigKeys.issuer, .keys, .jwksFile, .jwksURL, .jwksRefresh, .jwksMinRefetch] where container.contains(key) {
-                    throw ConfigValidationError("'\(key.stringValue)' goes inside an 'issuers' entry when 'issuers' is used")
+            let container = try decoder.container(keyedBy: PluginCodingKey.self)
+            // Every key is read before anything is checked; the top-level issuer keys are
+            // read even when `issuers` is used (and then refused below).
+            let topLevelIssuer = try IssuerConfig(reading: container)
+            let listedIssuers = try container.read(Self.issuers)
+            let listedAlgorithms = try container.read(Self.algorithms)
+            audience = try container.read(Self.audience).values
+            leeway = try container.read(Self.leeway)
+            requireExp = try container.read(Self.requireExp)
+            maxAge = try container.read(Self.maxAge)
+            tokenFrom = try container.read(Self.tokenFrom)
+            queryParameter = try container.read(Self.queryParameter)
+            protocolPrefix = try container.read(Self.protocolPrefix)
+            claims = try container.read(Self.claims)
+            requireRoles = try container.read(Self.requireRoles)
+            maxTokenSize = try container.read(Self.maxTokenSize)
+            mode = try container.read(Self.mode)
+
+            if let listedIssuers {
+                for key in IssuerConfig.keys where container.contains(PluginCodingKey(stringValue: key.name)) {
+                    throw ConfigValidationError("'\(key.name)' goes inside an 'issuers' entry when 'issuers' is used")
                 }
-                issuers = try container.decode([IssuerEntry].self, forKey: .issuers).map(\.value)
-                if issuers.isEmpty { throw ConfigValidationError("'issuers' is empty") }
+                if listedIssuers.isEmpty { throw ConfigValidationError("'issuers' is empty") }
+                issuers = listedIssuers
             } else {
-                issuers = [try IssuerConfig(from: container)]
+                try topLevelIssuer.validate()
+                issuers = [topLevelIssuer]
             }
             var names: Set<String> = []
             for issuer in issuers where !names.insert(issuer.issuer ?? "").inserted {
@@ -151,8 +219,8 @@ public struct JWTFilter: FilterPlugin {
             }
             let keyAlgorithms = issuers.flatMap(\.keys).map(\.algorithm)
             let jwksInUse = issuers.contains { $0.jwksFile != nil || $0.jwksURL != nil }
-            if let listed = try container.decodeIfPresent([JWTAlgorithmName].self, forKey: .algorithms) {
-                algorithms = listed
+            if let listedAlgorithms {
+                algorithms = listedAlgorithms
             } else if jwksInUse {
                 algorithms = keyAlgorithms + JWTAlgorithmName.allCases.filter { $0.family != .hmac && !keyAlgorithms.contains($0) }
             } else {
@@ -162,22 +230,11 @@ public struct JWTFilter: FilterPlugin {
             for key in issuers.flatMap(\.keys) where !algorithms.contains(key.algorithm) {
                 throw ConfigValidationError("key algorithm \(key.algorithm.rawValue) is not in 'algorithms'")
             }
-            audience = try container.value(.audience, default: OneOrMoreStrings([])).values
-            leeway = try container.value(.leeway, default: .seconds(5))
             if leeway.nanoseconds < 0 || leeway.nanoseconds > 300_000_000_000 {
                 throw ConfigValidationError("'leeway' must be between 0s and 5m")
             }
-            requireExp = try container.value(.requireExp, default: true)
-            maxAge = try container.decodeIfPresent(ConfigDuration.self, forKey: .maxAge)
-            tokenFrom = try container.value(.tokenFrom, default: TokenSource.allCases)
             if tokenFrom.isEmpty { throw ConfigValidationError("'token_from' is empty") }
-            queryParameter = try container.value(.queryParameter, default: "token")
-            protocolPrefix = try container.value(.protocolPrefix, default: "bearer.")
             if protocolPrefix.isEmpty { throw ConfigValidationError("'protocol_prefix' must not be empty") }
-            claims = try container.value(.claims, default: ClaimNames())
-            requireRoles = try container.value(.requireRoles, default: [])
-            maxTokenSize = try container.value(.maxTokenSize, default: ConfigByteSize(bytes: 8192))
-            mode = try container.value(.mode, default: .enforce)
         }
     }
 

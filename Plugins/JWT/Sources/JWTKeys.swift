@@ -65,24 +65,31 @@ enum VerificationKey: Sendable {
 }
 
 /// One configured key.
-public struct KeyConfig: Decodable, Sendable {
+public struct KeyConfig: PluginConfig {
     public var kid: String?
     public var algorithm: JWTAlgorithmName
     let key: VerificationKey
 
-    enum CodingKeys: String, CodingKey {
-        case kid, algorithm, secret
-        case secretFile = "secret_file", publicKey = "public_key", publicKeyFile = "public_key_file"
-    }
+    static let kid = OptionalKey<String>("kid", "string", "Key ID; a token naming a `kid` is verified only by the key with that ID.")
+    static let algorithm = RequiredKey<JWTAlgorithmName>(
+        "algorithm", "HS256 | HS384 | HS512 | RS256 | RS384 | RS512 | ES256 | ES384 | EdDSA", "Algorithm this key verifies."
+    )
+    static let secret = OptionalKey<String>("secret", "string", "HMAC secret (use ${ENV}), at least as many bytes as the hash output.")
+    static let secretFile = OptionalKey<String>("secret_file", "path", "File holding the HMAC secret (a trailing newline is ignored).")
+    static let publicKey = OptionalKey<String>("public_key", "PEM", "Public key for RS, ES and EdDSA (`-----BEGIN PUBLIC KEY-----`).")
+    static let publicKeyFile = OptionalKey<String>("public_key_file", "path", "File holding the PEM public key.")
+    public static let keys: [any PluginKey] = [
+        Self.kid, Self.algorithm, Self.secret, Self.secretFile, Self.publicKey, Self.publicKeyFile,
+    ]
 
     public init(from decoder: any Decoder) throws {
-        let container = try decoder.container(keyedBy: CodingKeys.self)
-        kid = try container.decodeIfPresent(String.self, forKey: .kid)
-        algorithm = try container.decode(JWTAlgorithmName.self, forKey: .algorithm)
-        let secret = try container.decodeIfPresent(String.self, forKey: .secret)
-        let secretFile = try container.decodeIfPresent(String.self, forKey: .secretFile)
-        let publicKey = try container.decodeIfPresent(String.self, forKey: .publicKey)
-        let publicKeyFile = try container.decodeIfPresent(String.self, forKey: .publicKeyFile)
+        let container = try decoder.container(keyedBy: PluginCodingKey.self)
+        kid = try container.read(Self.kid)
+        algorithm = try container.read(Self.algorithm)
+        let secret = try container.read(Self.secret)
+        let secretFile = try container.read(Self.secretFile)
+        let publicKey = try container.read(Self.publicKey)
+        let publicKeyFile = try container.read(Self.publicKeyFile)
         let label = kid.map { "key '\($0)'" } ?? "\(algorithm.rawValue) key"
         if algorithm.family == .hmac {
             guard publicKey == nil, publicKeyFile == nil else {

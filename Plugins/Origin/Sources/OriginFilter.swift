@@ -12,26 +12,32 @@ public struct OriginFilter: FilterPlugin {
     public static let typeName = "origin"
     public static let spec = PluginSpec(
         summary: "Allow WebSocket upgrades only from listed browser origins (403 otherwise)",
-        keys: [
-            .init("allow", "list of origin patterns, required", "Exact origins, `https://*.example.com` (subdomains), `http://localhost:*` (any port)."),
-            .init("missing", "deny | allow, default: deny", "What to do when the request has no Origin header (non-browser clients send none)."),
-            .init("mode", "enforce | observe, default: enforce", "`observe` logs and counts what would be denied and denies nothing."),
-        ],
         examples: ["filters:\n  - plugin: origin\n    allow: [\"https://console.example.com\", \"https://*.example.com\", \"http://localhost:*\"]\n    missing: allow"]
     )
 
-    public struct Config: Decodable, Sendable {
+    public struct Config: PluginConfig {
         public var allow: [OriginPattern]
         public var missing: MissingPolicy
         public var mode: FilterMode
 
-        enum CodingKeys: String, CodingKey { case allow, missing, mode }
+        static let allow = RequiredKey<[OriginPattern]>(
+            "allow", "list of origin patterns",
+            "Exact origins, `https://*.example.com` (subdomains), `http://localhost:*` (any port)."
+        )
+        static let missing = DefaultedKey(
+            "missing", "deny | allow", default: MissingPolicy.deny,
+            "What to do when the request has no Origin header (non-browser clients send none)."
+        )
+        static let mode = DefaultedKey(
+            "mode", "enforce | observe", default: FilterMode.enforce, "`observe` logs and counts what would be denied and denies nothing."
+        )
+        public static let keys: [any PluginKey] = [Self.allow, Self.missing, Self.mode]
 
         public init(from decoder: any Decoder) throws {
-            let container = try decoder.container(keyedBy: CodingKeys.self)
-            allow = try container.decode([OriginPattern].self, forKey: .allow)
-            missing = try container.value(.missing, default: .deny)
-            mode = try container.value(.mode, default: .enforce)
+            let container = try decoder.container(keyedBy: PluginCodingKey.self)
+            allow = try container.read(Self.allow)
+            missing = try container.read(Self.missing)
+            mode = try container.read(Self.mode)
             if allow.isEmpty { throw ConfigValidationError("'allow' must list at least one origin") }
         }
     }

@@ -13,21 +13,10 @@ public struct RateLimitFilter: FilterPlugin {
     public static let typeName = "rate_limit"
     public static let spec = PluginSpec(
         summary: "Limit connection attempts and concurrent connections per IP and per endpoint, and messages per connection",
-        keys: [
-            .init("connect_rate", "number per second, default: none", "New connections per second per client IP (token bucket)."),
-            .init("connect_burst", "int, default: 2 × connect_rate", "Connections an idle IP may open at once."),
-            .init("max_connections_per_ip", "int, default: none", "Open connections per client IP (429)."),
-            .init("max_connections", "int, default: none", "Open connections on this endpoint (503)."),
-            .init("message_rate", "number per second, default: none", "Client messages per second per connection."),
-            .init("message_burst", "int, default: 2 × message_rate", "Messages a quiet connection may send at once."),
-            .init("max_violations", "int, default: 10", "Rate-limited messages in a row before close 1008."),
-            .init("trusted_proxies", "list of CIDRs, default: []", "Peers whose X-Forwarded-For is believed (the nearest untrusted address is the client)."),
-            .init("mode", "enforce | observe, default: enforce", "`observe` logs and counts what would be limited and limits nothing."),
-        ],
         examples: ["filters:\n  - plugin: rate_limit\n    connect_rate: 5\n    max_connections_per_ip: 50\n    message_rate: 20\n    trusted_proxies: [\"10.0.0.0/8\"]"]
     )
 
-    public struct Config: Decodable, Sendable {
+    public struct Config: PluginConfig {
         public var connectRate: Double?
         public var connectBurst: Int?
         public var maxConnectionsPerIP: Int?
@@ -38,33 +27,46 @@ public struct RateLimitFilter: FilterPlugin {
         public var trustedProxies: [IPAddressRange]
         public var mode: FilterMode
 
-        enum CodingKeys: String, CodingKey {
-            case mode
-            case connectRate = "connect_rate"
-            case connectBurst = "connect_burst"
-            case maxConnectionsPerIP = "max_connections_per_ip"
-            case maxConnections = "max_connections"
-            case messageRate = "message_rate"
-            case messageBurst = "message_burst"
-            case maxViolations = "max_violations"
-            case trustedProxies = "trusted_proxies"
-        }
+        static let connectRate = OptionalKey<Double>(
+            "connect_rate", "number per second", whenAbsent: "none", "New connections per second per client IP (token bucket)."
+        )
+        static let connectBurst = OptionalKey<Int>("connect_burst", "int", whenAbsent: "2 × connect_rate", "Connections an idle IP may open at once.")
+        static let maxConnectionsPerIP = OptionalKey<Int>("max_connections_per_ip", "int", whenAbsent: "none", "Open connections per client IP (429).")
+        static let maxConnections = OptionalKey<Int>("max_connections", "int", whenAbsent: "none", "Open connections on this endpoint (503).")
+        static let messageRate = OptionalKey<Double>(
+            "message_rate", "number per second", whenAbsent: "none", "Client messages per second per connection."
+        )
+        static let messageBurst = OptionalKey<Int>(
+            "message_burst", "int", whenAbsent: "2 × message_rate", "Messages a quiet connection may send at once."
+        )
+        static let maxViolations = DefaultedKey("max_violations", "int", default: 10, "Rate-limited messages in a row before close 1008.")
+        static let trustedProxies = DefaultedKey<[String]>(
+            "trusted_proxies", "list of CIDRs", default: [], shown: "[]",
+            "Peers whose X-Forwarded-For is believed (the nearest untrusted address is the client)."
+        )
+        static let mode = DefaultedKey(
+            "mode", "enforce | observe", default: FilterMode.enforce, "`observe` logs and counts what would be limited and limits nothing."
+        )
+        public static let keys: [any PluginKey] = [
+            Self.connectRate, Self.connectBurst, Self.maxConnectionsPerIP, Self.maxConnections, Self.messageRate, Self.messageBurst,
+            Self.maxViolations, Self.trustedProxies, Self.mode,
+        ]
 
         public init(from decoder: any Decoder) throws {
-            let container = try decoder.container(keyedBy: CodingKeys.self)
-            connectRate = try container.decodeIfPresent(Double.self, forKey: .connectRate)
-            connectBurst = try container.decodeIfPresent(Int.self, forKey: .connectBurst)
-            maxConnectionsPerIP = try container.decodeIfPresent(Int.self, forKey: .maxConnectionsPerIP)
-            maxConnections = try container.decodeIfPresent(Int.self, forKey: .maxConnections)
-            messageRate = try container.decodeIfPresent(Double.self, forKey: .messageRate)
-            messageBurst = try container.decodeIfPresent(Int.self, forKey: .messageBurst)
-            maxViolations = try container.value(.maxViolations, default: 10)
-            let proxies: [String] = try container.value(.trustedProxies, default: [])
+            let container = try decoder.container(keyedBy: PluginCodingKey.self)
+            connectRate = try container.read(Self.connectRate)
+            connectBurst = try container.read(Self.connectBurst)
+            maxConnectionsPerIP = try container.read(Self.maxConnectionsPerIP)
+            maxConnections = try container.read(Self.maxConnections)
+            messageRate = try container.read(Self.messageRate)
+            messageBurst = try container.read(Self.messageBurst)
+            maxViolations = try container.read(Self.maxViolations)
+            let proxies = try container.read(Self.trustedProxies)
+            mode = try container.read(Self.mode)
             trustedProxies = try proxies.map { text in
                 guard let range = IPAddressRange(text) else { throw ConfigValidationError("invalid CIDR '\(text)' in trusted_proxies", hint: "e.g. 10.0.0.0/8 or ::1/128") }
                 return range
             }
-            mode = try container.value(.mode, default: .enforce)
             for (name, value) in [("connect_rate", connectRate), ("message_rate", messageRate)] where (value ?? 1) <= 0 {
                 throw ConfigValidationError("'\(name)' must be positive")
             }

@@ -13,19 +13,6 @@ public struct RedisStreamSource: SourcePlugin {
     public static let typeName = "redis_stream"
     public static let spec = PluginSpec(
         summary: "Read Redis Streams through a consumer group: entries written while the gateway was down are delivered after it returns, in order, once",
-        keys: [
-            .init("url", "redis URL, default: redis://127.0.0.1:6379", "As for `redis`."),
-            .init("streams", "list, required", "Stream keys to read."),
-            .init("group", "string, default: switchboard", "Consumer group (created with MKSTREAM when missing)."),
-            .init("consumer", "string, default: the host name", "Consumer name; keep it stable across restarts so pending entries are re-read."),
-            .init("start", "new | all, default: new", "Where a newly created group starts: entries added from now on, or the whole stream."),
-            .init("field", "string, default: none", "Entry field holding the payload (parsed as JSON when it is JSON); without it the event data is an object of all fields."),
-        ] + MessageMapping.specKeys(channel: "the stream key") + [
-            .init("batch", "int, default: 100", "Entries per read."),
-            .init("block", "duration, default: 2s", "How long one read waits for new entries."),
-            .init("protocol", "2 | 3, default: 2", "RESP version."),
-            .init("connect_timeout", "duration, default: 5s", "Connect and handshake timeout."),
-        ],
         examples: ["sources:\n  - name: job-log\n    plugin: redis_stream\n    streams: [\"botrix:jobs:log\"]\n    field: payload\n    topic: jobs\n    type: job_update"]
     )
 
@@ -34,7 +21,7 @@ public struct RedisStreamSource: SourcePlugin {
         public static var configPlaceholder: Start { .new }
     }
 
-    public struct Config: Decodable, Sendable {
+    public struct Config: PluginConfig {
         var common: RedisCommonConfig
         var streams: [String]
         var group: String
@@ -44,16 +31,38 @@ public struct RedisStreamSource: SourcePlugin {
         var batch: Int
         var block: ConfigDuration
 
+        static let common = RedisCommonConfig.Keys(url: "As for `redis`.", channel: "the stream key", protocolSummary: "RESP version.")
+        static let streams = RequiredKey<[String]>("streams", "list", "Stream keys to read.")
+        static let group = DefaultedKey("group", "string", default: "switchboard", "Consumer group (created with MKSTREAM when missing).")
+        static let consumer = OptionalKey<String>(
+            "consumer", "string", whenAbsent: "the host name",
+            "Consumer name; keep it stable across restarts so pending entries are re-read."
+        )
+        static let start = DefaultedKey(
+            "start", "new | all", default: Start.new,
+            "Where a newly created group starts: entries added from now on, or the whole stream."
+        )
+        static let field = OptionalKey<String>(
+            "field", "string", whenAbsent: "none",
+            "Entry field holding the payload (parsed as JSON when it is JSON); without it the event data is an object of all fields."
+        )
+        static let batch = DefaultedKey("batch", "int", default: 100, "Entries per read.")
+        static let block = DefaultedKey("block", "duration", default: ConfigDuration.seconds(2), "How long one read waits for new entries.")
+        public static let keys: [any PluginKey] =
+            [common.url, streams, group, consumer, start, field] + common.mapping.all
+            + [batch, block, common.protocolVersion, common.connectTimeout]
+
         public init(from decoder: any Decoder) throws {
-            let container = try decoder.container(keyedBy: RedisCommonConfig.Keys.self)
-            common = try RedisCommonConfig(from: container)
-            streams = try container.decode([String].self, forKey: .streams)
-            group = try container.value(.group, default: "switchboard")
-            consumer = try container.value(.consumer, default: ProcessInfo.processInfo.hostName)
-            start = try container.value(.start, default: .new)
-            field = try container.decodeIfPresent(String.self, forKey: .field)
-            batch = try container.value(.batch, default: 100)
-            block = try container.value(.block, default: .seconds(2))
+            let container = try decoder.container(keyedBy: PluginCodingKey.self)
+            let common = Result { try RedisCommonConfig(from: container, keys: Self.common) }
+            streams = try container.read(Self.streams)
+            group = try container.read(Self.group)
+            consumer = try container.read(Self.consumer) ?? ProcessInfo.processInfo.hostName
+            start = try container.read(Self.start)
+            field = try container.read(Self.field)
+            batch = try container.read(Self.batch)
+            block = try container.read(Self.block)
+            self.common = try common.get()
             if streams.isEmpty { throw ConfigValidationError("'streams' is empty") }
             if !(1...10_000).contains(batch) { throw ConfigValidationError("'batch' must be between 1 and 10000") }
             if block.nanoseconds < 10_000_000 || block.nanoseconds > 60_000_000_000 {

@@ -18,17 +18,6 @@ public struct TimerSource: SourcePlugin {
 
     public static let spec = PluginSpec(
         summary: "Emit an event on a fixed interval: gateway stats, a static payload, or a polled HTTP JSON body",
-        keys: [
-            .init("every", "duration, required", "Interval between events (e.g. 2s, 500ms)."),
-            .init("topic", "string, required", "Topic the events are published on."),
-            .init("type", "string, default: the topic", "Event type shown to clients."),
-            .init("emit", "stats | static | http, default: static", "What each tick publishes."),
-            .init("data", "any YAML, for emit: static", "The payload."),
-            .init("url", "http(s) URL, for emit: http", "Polled with GET; the body must be JSON."),
-            .init("only_changed", "bool, default: false", "For emit: http, publish only when the body differs from the last one."),
-            .init("timeout", "duration, default: 5s", "For emit: http, request timeout."),
-            .init("max_body", "size, default: 4MiB", "For emit: http, largest accepted response body."),
-        ],
         examples: [
             "- plugin: timer\n  every: 2s\n  topic: metrics\n  emit: stats",
             "- plugin: timer\n  every: 5s\n  topic: cluster:status\n  type: status\n  emit: http\n  url: http://127.0.0.1:9000/status\n  only_changed: true",
@@ -44,7 +33,7 @@ public struct TimerSource: SourcePlugin {
         public static var configPlaceholder: Emit { .static }
     }
 
-    public struct Config: Decodable, Sendable {
+    public struct Config: PluginConfig {
         /// Interval between events.
         public var every: ConfigDuration
         /// Topic the events are published on.
@@ -64,23 +53,34 @@ public struct TimerSource: SourcePlugin {
         /// Largest accepted response body.
         public var maxBody: ConfigByteSize
 
-        enum CodingKeys: String, CodingKey {
-            case every, topic, type, emit, data, url, timeout
-            case onlyChanged = "only_changed"
-            case maxBody = "max_body"
-        }
+        static let every = RequiredKey<ConfigDuration>("every", "duration", "Interval between events (e.g. 2s, 500ms).")
+        static let topic = RequiredKey<String>("topic", "string", "Topic the events are published on.")
+        static let type = OptionalKey<String>("type", "string", whenAbsent: "the topic", "Event type shown to clients.")
+        static let emit = DefaultedKey("emit", "stats | static | http", default: Emit.static, "What each tick publishes.")
+        static let data = DefaultedKey("data", "any YAML, for emit: static", default: JSONValue.null, shown: "null", "The payload.")
+        static let url = OptionalKey<String>("url", "http(s) URL, for emit: http", "Polled with GET; the body must be JSON.")
+        static let onlyChanged = DefaultedKey(
+            "only_changed", "bool", default: false,
+            "For emit: http, publish only when the body differs from the last one."
+        )
+        static let timeout = DefaultedKey("timeout", "duration", default: ConfigDuration.seconds(5), "For emit: http, request timeout.")
+        static let maxBody = DefaultedKey(
+            "max_body", "size", default: ConfigByteSize(bytes: 4 * 1024 * 1024),
+            "For emit: http, largest accepted response body."
+        )
+        public static let keys: [any PluginKey] = [every, topic, type, emit, data, url, onlyChanged, timeout, maxBody]
 
         public init(from decoder: any Decoder) throws {
-            let container = try decoder.container(keyedBy: CodingKeys.self)
-            every = try container.decode(ConfigDuration.self, forKey: .every)
-            topic = try container.decode(String.self, forKey: .topic)
-            type = try container.value(.type, default: topic)
-            emit = try container.value(.emit, default: .static)
-            data = try container.value(.data, default: .null)
-            url = try container.decodeIfPresent(String.self, forKey: .url)
-            onlyChanged = try container.value(.onlyChanged, default: false)
-            timeout = try container.value(.timeout, default: .seconds(5))
-            maxBody = try container.value(.maxBody, default: ConfigByteSize(bytes: 4 * 1024 * 1024))
+            let container = try decoder.container(keyedBy: PluginCodingKey.self)
+            every = try container.read(Self.every)
+            topic = try container.read(Self.topic)
+            type = try container.read(Self.type) ?? topic
+            emit = try container.read(Self.emit)
+            data = try container.read(Self.data)
+            url = try container.read(Self.url)
+            onlyChanged = try container.read(Self.onlyChanged)
+            timeout = try container.read(Self.timeout)
+            maxBody = try container.read(Self.maxBody)
             if every.nanoseconds < 1_000_000 {
                 throw ConfigValidationError("'every' must be at least 1ms, got \(every)")
             }

@@ -12,18 +12,6 @@ public struct WebhookSource: SourcePlugin {
 
     public static let spec = PluginSpec(
         summary: "HTTP POST publish API: JSON bodies (one event or a batch) become events",
-        keys: [
-            .init("path", "string, default: /api/publish", "Route path."),
-            .init("keys", "list", "Accepted API keys: a string each (use ${ENV}; empty strings are ignored), or `{name, key, topics}` to limit what that key may publish."),
-            .init("key_header", "string, default: X-API-Key", "Header carrying the key; Authorization: Bearer is also accepted."),
-            .init("auth", "api_key | none, default: api_key", "'none' publishes without a key (only behind a trusted proxy)."),
-            .init("demo_key", "bool, default: false", "When no key is configured, generate one and print it at start-up."),
-            .init("max_body", "size, default: 1MiB", "Larger bodies get 413."),
-            .init("max_batch", "int, default: 1000", "Most events in one body."),
-            .init("topics", "list of patterns, default: ['*']", "Topics this webhook may publish to."),
-            .init("unknown_topic", "reject | drop, default: reject", "What to do with an event whose topic is outside 'topics': 403 for the whole body, or drop it and accept the rest."),
-            .init("default_type", "string, default: message", "Event type when the body has none."),
-        ],
         examples: [
             "- plugin: webhook\n  path: /api/publish\n  keys: [\"${PUBLISH_KEY}\"]\n  topics: [\"orders:*\"]"
         ]
@@ -44,13 +32,18 @@ public struct WebhookSource: SourcePlugin {
     }
 
     /// One publish key, optionally limited to some topics.
-    public struct PublishKey: Decodable, Sendable {
+    public struct PublishKey: PluginConfig {
         public var name: String
         public var key: String
         /// Topics this key may publish to (within the webhook's `topics`); `nil` = all of them.
         public var topics: [TopicPattern]?
 
-        enum CodingKeys: String, CodingKey { case name, key, topics }
+        static let name = DefaultedKey("name", "string", default: "key", "Name of the key in errors and logs.")
+        static let key = RequiredKey<String>("key", "string", "The key itself (use ${ENV}), at least 16 characters.")
+        static let topics = OptionalKey<[TopicPattern]>(
+            "topics", "list of patterns", whenAbsent: "the webhook's topics", "Topics this key may publish to, within the webhook's `topics`."
+        )
+        public static let keys: [any PluginKey] = [Self.name, Self.key, Self.topics]
 
         public init(name: String, key: String, topics: [TopicPattern]?) {
             self.name = name
@@ -61,19 +54,19 @@ public struct WebhookSource: SourcePlugin {
         public init(from decoder: any Decoder) throws {
             if let probe = decoder as? any ConfigShapeProbing, !probe.isMapping {
                 let key = try decoder.singleValueContainer().decode(String.self)
-                self.init(name: "key", key: key, topics: nil)
+                self.init(name: Self.name.defaultValue, key: key, topics: nil)
                 return
             }
-            let container = try decoder.container(keyedBy: CodingKeys.self)
+            let container = try decoder.container(keyedBy: PluginCodingKey.self)
             self.init(
-                name: try container.value(.name, default: "key"),
-                key: try container.decode(String.self, forKey: .key),
-                topics: try container.decodeIfPresent([TopicPattern].self, forKey: .topics)
+                name: try container.read(Self.name),
+                key: try container.read(Self.key),
+                topics: try container.read(Self.topics)
             )
         }
     }
 
-    public struct Config: Decodable, Sendable {
+    public struct Config: PluginConfig {
         public var path: String
         public var keys: [PublishKey]
         public var keyHeader: String
@@ -85,28 +78,48 @@ public struct WebhookSource: SourcePlugin {
         public var unknownTopic: UnknownTopicPolicy
         public var defaultType: String
 
-        enum CodingKeys: String, CodingKey {
-            case path, keys, auth, topics
-            case keyHeader = "key_header"
-            case demoKey = "demo_key"
-            case maxBody = "max_body"
-            case maxBatch = "max_batch"
-            case unknownTopic = "unknown_topic"
-            case defaultType = "default_type"
-        }
+        static let path = DefaultedKey("path", "string", default: "/api/publish", "Route path.")
+        static let keyEntries = DefaultedKey<[PublishKey]>(
+            "keys", "list", default: [], shown: "none",
+            "Accepted API keys: a string each (use ${ENV}; empty strings are ignored), or `{name, key, topics}` to limit what that key may publish.",
+            nested: PublishKey.keys
+        )
+        static let keyHeader = DefaultedKey(
+            "key_header", "string", default: "X-API-Key", "Header carrying the key; Authorization: Bearer is also accepted."
+        )
+        static let auth = DefaultedKey(
+            "auth", "api_key | none", default: Auth.apiKey, "'none' publishes without a key (only behind a trusted proxy)."
+        )
+        static let demoKey = DefaultedKey(
+            "demo_key", "bool", default: false, "When no key is configured, generate one and print it at start-up."
+        )
+        static let maxBody = DefaultedKey("max_body", "size", default: ConfigByteSize(bytes: 1024 * 1024), "Larger bodies get 413.")
+        static let maxBatch = DefaultedKey("max_batch", "int", default: 1000, "Most events in one body.")
+        static let topics = DefaultedKey(
+            "topics", "list of patterns", default: [TopicPattern.configPlaceholder], shown: "['*']", "Topics this webhook may publish to."
+        )
+        static let unknownTopic = DefaultedKey(
+            "unknown_topic", "reject | drop", default: UnknownTopicPolicy.reject,
+            "What to do with an event whose topic is outside 'topics': 403 for the whole body, or drop it and accept the rest."
+        )
+        static let defaultType = DefaultedKey("default_type", "string", default: "message", "Event type when the body has none.")
+        public static let keys: [any PluginKey] = [
+            Self.path, Self.keyEntries, Self.keyHeader, Self.auth, Self.demoKey, Self.maxBody, Self.maxBatch, Self.topics,
+            Self.unknownTopic, Self.defaultType,
+        ]
 
         public init(from decoder: any Decoder) throws {
-            let container = try decoder.container(keyedBy: CodingKeys.self)
-            path = try container.value(.path, default: "/api/publish")
-            keys = try container.value(.keys, default: [PublishKey]()).filter { !$0.key.isEmpty }
-            keyHeader = try container.value(.keyHeader, default: "X-API-Key")
-            auth = try container.value(.auth, default: .apiKey)
-            demoKey = try container.value(.demoKey, default: false)
-            maxBody = try container.value(.maxBody, default: ConfigByteSize(bytes: 1024 * 1024))
-            maxBatch = try container.value(.maxBatch, default: 1000)
-            topics = try container.value(.topics, default: [TopicPattern.configPlaceholder])
-            unknownTopic = try container.value(.unknownTopic, default: .reject)
-            defaultType = try container.value(.defaultType, default: "message")
+            let container = try decoder.container(keyedBy: PluginCodingKey.self)
+            path = try container.read(Self.path)
+            keys = try container.read(Self.keyEntries).filter { !$0.key.isEmpty }
+            keyHeader = try container.read(Self.keyHeader)
+            auth = try container.read(Self.auth)
+            demoKey = try container.read(Self.demoKey)
+            maxBody = try container.read(Self.maxBody)
+            maxBatch = try container.read(Self.maxBatch)
+            topics = try container.read(Self.topics)
+            unknownTopic = try container.read(Self.unknownTopic)
+            defaultType = try container.read(Self.defaultType)
             if !path.hasPrefix("/") {
                 throw ConfigValidationError("'path' must start with '/', got '\(path)'")
             }
