@@ -32,6 +32,7 @@ var builtInPlugins: [(folder: String, dependencies: [Target.Dependency], testDep
         ("Origin", [logging], []),
         ("Timer", [httpClient, nio, http1], []),
         ("Webhook", [nio], []),
+        ("Postgres", [.product(name: "PostgresNIO", package: "postgres-nio"), nio, logging], []),
     ]
 }
 
@@ -78,6 +79,7 @@ let package = Package(
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
     ],
     targets: [
         // MARK: system libraries (Debian: zlib1g-dev, libmsgpack-dev)

@@ -12,7 +12,7 @@ if ! command -v swift >/dev/null 2>&1; then
 fi
 
 # Debian packages used by the tests and the README's examples.
-APT_PACKAGES=(curl ca-certificates openssl pkg-config zlib1g-dev libmsgpack-dev chromium redis-server)
+APT_PACKAGES=(curl ca-certificates openssl pkg-config zlib1g-dev libmsgpack-dev chromium redis-server postgresql)
 
 missing=()
 for package in "${APT_PACKAGES[@]}"; do

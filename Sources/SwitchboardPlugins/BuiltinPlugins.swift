@@ -3,6 +3,7 @@ import JSONPlugin
 import JWTPlugin
 import MessagePackPlugin
 import OriginPlugin
+import PostgresPlugin
 import RateLimitPlugin
 import RedisPlugin
 import SwitchboardCore
@@ -23,6 +24,7 @@ public enum BuiltinPlugins {
         registry.register(source: RedisSource.self)
         registry.register(source: RedisStreamSource.self)
         registry.rename("redis-stream", to: RedisStreamSource.typeName)
+        registry.register(source: PostgresSource.self)
         // Encoders
         registry.register(encoder: JSONEncoderPlugin.self)
         registry.register(encoder: MessagePackEncoderPlugin.self)

@@ -68,7 +68,7 @@ public final class TestPostgresServer: @unchecked Sendable {
         let (initdb, arguments) = try Self.asServerUser(
             tools.initdb, ["-D", dataDirectory.path, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync"]
         )
-        let (status, output) = try await Self.execute(initdb, arguments)
+        let (status, output) = try await Self.runTool(initdb, arguments, in: directory)
         guard status == 0 else { throw TestPostgresError("initdb failed with status \(status): \(output)") }
         try await start()
     }
@@ -80,7 +80,7 @@ public final class TestPostgresServer: @unchecked Sendable {
 
     /// Starts (or restarts) the server and waits until it answers a query over TCP (20 s at most).
     public func start() async throws {
-        guard process == nil else { return }
+        if let process, process.isRunning { return }
         let (executable, arguments) = try Self.asServerUser(tools.postgres, [
             "-D", dataDirectory.path, "-p", String(port), "-k", directory.path,
             "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
@@ -89,10 +89,11 @@ public final class TestPostgresServer: @unchecked Sendable {
             FileManager.default.createFile(atPath: logFile.path, contents: nil)
         }
         guard let log = FileHandle(forWritingAtPath: logFile.path) else { throw TestPostgresError("cannot write \(logFile.path)") }
-        log.seekToEndOfFile()
+        _ = try? log.seekToEnd()
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
+        process.currentDirectoryURL = directory  // the postgres user may not enter ours
         process.standardInput = FileHandle.nullDevice
         process.standardOutput = log
         process.standardError = log
@@ -114,6 +115,8 @@ public final class TestPostgresServer: @unchecked Sendable {
     /// Shuts the server down and waits for it to exit (10 s, then SIGKILL). The data stays.
     public func stop(_ mode: Shutdown = .immediate) {
         guard let process else { return }
+        self.process = nil
+        guard process.isRunning else { return }  // exited by itself: its pid may be reused
         // Started through runuser: the server is its child, named in postmaster.pid.
         var target = process.processIdentifier
         if process.executableURL?.lastPathComponent == "runuser",
@@ -130,14 +133,13 @@ public final class TestPostgresServer: @unchecked Sendable {
             kill(process.processIdentifier, SIGKILL)
         }
         process.waitUntilExit()
-        self.process = nil
     }
 
     /// Runs `sql` with psql as `postgres` over TCP and returns its unaligned, trimmed output;
     /// throws with psql's message when it fails.
     @discardableResult
     public func execute(_ sql: String, database: String = "postgres") async throws -> String {
-        let (status, output) = try await Self.execute(tools.psql, [
+        let (status, output) = try await Self.runTool(tools.psql, [
             "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", String(port), "-U", "postgres", "-d", database,
             "-c", sql,
         ])
@@ -190,8 +192,9 @@ public final class TestPostgresServer: @unchecked Sendable {
     }
 
     /// Runs a tool to completion without blocking a thread, its output (stdout and stderr)
-    /// collected in a file so a chatty tool cannot fill a pipe and stall.
-    static func execute(_ executable: String, _ arguments: [String]) async throws -> (status: Int32, output: String) {
+    /// collected in a file so a chatty tool cannot fill a pipe and stall. `directory`: its
+    /// working directory (PostgreSQL's tools fail in one the postgres user cannot enter).
+    static func runTool(_ executable: String, _ arguments: [String], in directory: URL? = nil) async throws -> (status: Int32, output: String) {
         let outputFile = FileManager.default.temporaryDirectory.appendingPathComponent("pg-tool-\(UUID().uuidString).log")
         FileManager.default.createFile(atPath: outputFile.path, contents: nil)
         defer { try? FileManager.default.removeItem(at: outputFile) }
@@ -200,6 +203,7 @@ public final class TestPostgresServer: @unchecked Sendable {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
+        if let directory { process.currentDirectoryURL = directory }
         var environment = ProcessInfo.processInfo.environment
         environment["PGCONNECT_TIMEOUT"] = "5"
         process.environment = environment

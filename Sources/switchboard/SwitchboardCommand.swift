@@ -11,7 +11,7 @@ struct SwitchboardCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "switchboard",
         abstract: "A real-time edge gateway: sources → topic router → WebSocket clients.",
-        subcommands: [Run.self, Check.self, Plugins.self, TailCommand.self, PublishCommand.self],
+        subcommands: [Run.self, Check.self, Plugins.self, TailCommand.self, PublishCommand.self, NewPluginCommand.self],
         defaultSubcommand: Run.self
     )
 }

@@ -82,8 +82,15 @@ public struct MessagePackEventEncoder: EventEncoder {
 }
 
 /// Packs with msgpack-c straight into a `ByteBuffer` (no intermediate buffer).
-enum MessagePackWriter {
+public enum MessagePackWriter {
     typealias Packer = UnsafeMutablePointer<msgpack_packer>
+
+    /// `value` as MessagePack (what a client sends; tests and `switchboard publish`).
+    public static func buffer(_ value: JSONValue) -> ByteBuffer {
+        var buffer = ByteBuffer()
+        write(into: &buffer) { $0.value(value) }
+        return buffer
+    }
 
     static func write(into buffer: inout ByteBuffer, _ body: (Packer) -> Void) {
         withUnsafeMutablePointer(to: &buffer) { bufferPointer in

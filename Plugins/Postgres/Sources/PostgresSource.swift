@@ -29,7 +29,7 @@ public struct PostgresSource: SourcePlugin {
         static let channels = RequiredKey<[String]>("channels", "list of identifiers", "Channels to LISTEN on (case matters: unquoted `NOTIFY Jobs` reaches `jobs`).")
         static let mapping = MessageMapping.Keys(channel: "the NOTIFY channel")
         static let connectTimeout = DefaultedKey("connect_timeout", "duration", default: ConfigDuration.seconds(5), "Connect and login timeout.")
-        public static let keys: [any PluginKey] = [host, port, user, password, database, channels] + mapping.all + [connectTimeout]
+        public static let keys: [any PluginKey] = [host, port, user, password, database, channels] as [any PluginKey] + mapping.all + [connectTimeout]
 
         public init(from decoder: any Decoder) throws {
             let container = try decoder.container(keyedBy: PluginCodingKey.self)
@@ -115,8 +115,8 @@ struct PostgresListenRunner: EventSource {
                     return channel
                 }
             }
-            var (confirmed, iterator) = (0, listening.makeAsyncIterator())
-            while confirmed < count, await iterator.next() != nil { confirmed += 1 }
+            var confirmed = 0
+            for await _ in listening.prefix(count) { confirmed += 1 }
             if confirmed == count { context.reportHealth(.connected) }
             if let channel = try await group.next() { throw SourceFailure("LISTEN \(channel) on \(address)", reason: "the notification stream ended") }
         }
