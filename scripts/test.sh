@@ -7,7 +7,9 @@
 #   3. interop tests with clients nobody here wrote (Python websockets and msgpack,
 #      headless Chromium) and hostile clients on real sockets,
 #   4. the short soak and chaos run (Benchmarks/soak.py --short),
-#   5. the Autobahn TestSuite, without compression and with both deflate modes.
+#   5. the Autobahn TestSuite, without compression and with both deflate modes,
+#   6. the plugin scaffold: `switchboard new-plugin` writes a source, a filter and an encoder
+#      that build, pass the contract kit and serve a client (scripts/scaffold-check.sh).
 # All traffic stays on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,3 +34,5 @@ python3 -m pytest -q -p no:cacheprovider Tests/Interop
 python3 Benchmarks/soak.py --binary .build/release/switchboard --short \
     --out "$(mktemp -t switchboard-soak-XXXXXX.jsonl)"
 scripts/autobahn.sh .build/release/switchboard
+# Plugin scaffold: `switchboard new-plugin` output builds, passes the contract kit and runs.
+scripts/scaffold-check.sh

@@ -31,6 +31,56 @@ import Testing
         return (process.terminationStatus, String(decoding: data, as: UTF8.self))
     }
 
+    /// `new-plugin` writes the folder, the Package.swift line and the registry lines, refuses
+    /// to overwrite or to take a bad name, and writes exactly the code that
+    /// Docs/writing-a-plugin.md shows (scripts/scaffold-check.sh builds and runs that code).
+    @Test func newPluginWritesWhatTheGuideShowsAndWiresItIn() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("scaffold-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: root) }
+        try FileManager.default.createDirectory(at: root.appendingPathComponent("Sources/SwitchboardPlugins"), withIntermediateDirectories: true)
+        for path in ["Package.swift", "Sources/SwitchboardPlugins/BuiltinPlugins.swift"] {
+            try FileManager.default.copyItem(at: Self.repository.appendingPathComponent(path), to: root.appendingPathComponent(path))
+        }
+        for (kind, name) in [("source", "example_ticker"), ("filter", "example_gate"), ("encoder", "example_lines")] {
+            let result = try Self.run(["new-plugin", kind, name, "--root", root.path])
+            #expect(result.status == 0, "\(result.output)")
+        }
+        let package = try String(contentsOf: root.appendingPathComponent("Package.swift"), encoding: .utf8)
+        #expect(package.contains("        (\"ExampleTicker\", [], []),\n        (\"ExampleGate\", [], []),\n        (\"ExampleLines\", [nio], []),\n    ]"))
+        let registry = try String(contentsOf: root.appendingPathComponent("Sources/SwitchboardPlugins/BuiltinPlugins.swift"), encoding: .utf8)
+        for line in [
+            "import ExampleGatePlugin", "import ExampleLinesPlugin", "import ExampleTickerPlugin",
+            "registry.register(source: ExampleTickerSource.self)", "registry.register(filter: ExampleGateFilter.self)",
+            "registry.register(encoder: ExampleLinesEncoderPlugin.self)",
+        ] {
+            #expect(registry.contains(line), "missing: \(line)")
+        }
+
+        // The guide's code blocks are the scaffold's output, byte for byte.
+        let guide = try String(contentsOf: Self.repository.appendingPathComponent("Docs/writing-a-plugin.md"), encoding: .utf8)
+        let marker = "<!-- new-plugin writes "
+        var shown = 0
+        for part in guide.components(separatedBy: marker).dropFirst() {
+            guard let end = part.range(of: " -->\n```swift\n"), let close = part.range(of: "\n```\n", range: end.upperBound..<part.endIndex) else {
+                Issue.record("a marked block is not followed by a swift code block")
+                continue
+            }
+            let path = String(part[..<end.lowerBound])
+            let block = String(part[end.upperBound..<close.lowerBound]) + "\n"
+            let written = try String(contentsOf: root.appendingPathComponent(path), encoding: .utf8)
+            #expect(block == written, "Docs/writing-a-plugin.md shows something else than new-plugin writes to \(path)")
+            shown += 1
+        }
+        #expect(shown == 3)
+
+        let again = try Self.run(["new-plugin", "source", "example_ticker", "--root", root.path])
+        #expect(again.status != 0 && again.output.contains("Plugins/ExampleTicker already exists"), "\(again.output)")
+        let badName = try Self.run(["new-plugin", "filter", "Bad-Name", "--root", root.path])
+        #expect(badName.status != 0 && badName.output.contains("snake_case"), "\(badName.output)")
+        let notACheckout = try Self.run(["new-plugin", "filter", "fine", "--root", root.appendingPathComponent("Plugins").path])
+        #expect(notACheckout.status != 0 && notACheckout.output.contains("not a Switchboard checkout"), "\(notACheckout.output)")
+    }
+
     @Test func checkAcceptsEveryShippedConfig() throws {
         let files = try FileManager.default.contentsOfDirectory(atPath: Self.repository.appendingPathComponent("configs").path)
             .filter { $0.hasSuffix(".yaml") }.sorted().map { "configs/\($0)" }
