@@ -128,11 +128,25 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The cluster bus: the only part of the server that talks to Redis.
+        .target(
+            name: "SwitchboardCluster",
+            dependencies: [
+                "SwitchboardCore",
+                "SwitchboardConfig",
+                "SwitchboardKernel",
+                "SwitchboardRedis",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "SwitchboardServer",
             dependencies: [
                 "SwitchboardCore",
-                "SwitchboardRedis",
+                "SwitchboardCluster",
                 "SwitchboardConfig",
                 "SwitchboardKernel",
                 .product(name: "Hummingbird", package: "hummingbird"),

@@ -10,6 +10,7 @@ import ServiceLifecycle
 import UnixSignals
 import HTTPTypes
 import Synchronization
+import SwitchboardCluster
 import SwitchboardConfig
 import SwitchboardCore
 import SwitchboardKernel
@@ -123,7 +124,7 @@ public final class Gateway: Sendable {
     /// A `run: once` source runs behind its cluster lease.
     static func leased(_ source: any EventSource, name: String, run: SourceRunPolicy, bus: ClusterBus?, supervisor: SourceSupervisor) -> any EventSource {
         guard run == .once, let bus else { return source }
-        return LeasedSource(name: name, inner: source, bus: bus) { supervisor.update(name: name, health: $0) }
+        return bus.leased(source, name: name) { supervisor.update(name: name, health: $0) }
     }
 
     private init(

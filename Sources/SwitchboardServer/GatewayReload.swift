@@ -1,8 +1,8 @@
 import Logging
 import NIOConcurrencyHelpers
 import Synchronization
-import SwitchboardRedis
 import NIOSSL
+import SwitchboardCluster
 import SwitchboardConfig
 import SwitchboardCore
 import SwitchboardKernel

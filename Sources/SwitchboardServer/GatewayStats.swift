@@ -2,6 +2,7 @@ import Foundation
 import NIOConcurrencyHelpers
 import Prometheus
 import Synchronization
+import SwitchboardCluster
 import SwitchboardConfig
 import SwitchboardCore
 import SwitchboardKernel

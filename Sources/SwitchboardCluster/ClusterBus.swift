@@ -15,7 +15,7 @@ import SwitchboardRedis
 ///
 /// While Redis is unreachable, events still reach the local clients; other instances miss
 /// them (counted in `/stats` as `cluster.unsent`). Pub/sub has no replay.
-final class ClusterBus: Sendable {
+public final class ClusterBus: Sendable {
     let configuration: ClusterConfiguration
     let instance: String
     let kernel: Kernel
@@ -37,7 +37,7 @@ final class ClusterBus: Sendable {
         var lastAttempt: NIODeadline?
     }
 
-    init(configuration: ClusterConfiguration, kernel: Kernel, logger: Logger) {
+    public init(configuration: ClusterConfiguration, kernel: Kernel, logger: Logger) {
         self.configuration = configuration
         self.instance = UUID().uuidString
         self.kernel = kernel
@@ -51,7 +51,7 @@ final class ClusterBus: Sendable {
     /// Hands a locally emitted event to the cluster. Returns `true` when the bus delivers it
     /// here as well: events of topics with history go through Redis, which gives them their
     /// position, and come back to every instance (this one included) in one order.
-    func route(_ event: Event, retain: Bool) -> Bool {
+    public func route(_ event: Event, retain: Bool) -> Bool {
         if kernel.historyIsShared, let limits = kernel.historyLimits(of: event.topic) {
             guard subscribed.withLockedValue({ $0 }) else {
                 // Our own copy would not come back: deliver here (live, no position) and let
@@ -149,7 +149,7 @@ final class ClusterBus: Sendable {
     }
 
     /// (Re)connects the publishing connection in the background, at most once a second.
-    func connectPublisher() {
+    public func connectPublisher() {
         let go: Bool = publisher.withLockedValue { state in
             let now = NIODeadline.now()
             if state.connecting { return false }
@@ -208,7 +208,7 @@ final class ClusterBus: Sendable {
 
     /// The subscription to the cluster channel, run by the supervisor like a source
     /// (named `cluster-bus` in `/readyz`); `report` is the supervisor's health update.
-    func subscriber(report: @escaping @Sendable (SourceHealth) -> Void) -> any EventSource {
+    public func subscriber(report: @escaping @Sendable (SourceHealth) -> Void) -> any EventSource {
         BusSubscriber(bus: self, report: report)
     }
 
@@ -219,16 +219,16 @@ final class ClusterBus: Sendable {
     }
 
     /// The bus's counters, for `/stats` and `/metrics`.
-    var counts: (sent: Int, unsent: Int, received: Int, historyFailures: Int) {
+    public var counts: (sent: Int, unsent: Int, received: Int, historyFailures: Int) {
         (sent.withLockedValue { $0 }, unsent.withLockedValue { $0 }, received.withLockedValue { $0 }, historyFailures.withLockedValue { $0 })
     }
 
     /// Which bus this is, for `/stats`.
-    var identity: [(key: String, value: JSONValue)] {
+    public var identity: [(key: String, value: JSONValue)] {
         [("channel", .string(configuration.channel)), ("instance", .string(instance)), ("redis", .string(configuration.redis.description))]
     }
 
-    var stats: JSONValue {
+    public var stats: JSONValue {
         [
             "channel": .string(configuration.channel),
             "instance": .string(instance),
@@ -255,7 +255,7 @@ final class ClusterBus: Sendable {
 extension ClusterBus: SharedHistoryStore {
     /// `XRANGE <channel>:history:<topic> (<offset>-1 + COUNT limit`, with the epoch and
     /// the topic's newest offset, in one round trip on the reading connection.
-    func events(of topic: String, after offset: Int64, limit: Int) async throws -> SharedHistoryPage {
+    public func events(of topic: String, after offset: Int64, limit: Int) async throws -> SharedHistoryPage {
         let connection = try await readerConnection()
         let keys = historyKeys(topic)
         let replies: [RESPValue]
@@ -326,6 +326,14 @@ private struct BusSubscriber: EventSource {
         report(.connected)
         bus.connectPublisher()
         try await subscription.watch(pingInterval: .seconds(5))
+    }
+}
+
+extension ClusterBus {
+    /// `source` run only while this instance holds its lease (a `run: once` source);
+    /// `report` receives its health, `standby` while another instance holds the lease.
+    public func leased(_ source: any EventSource, name: String, report: @escaping @Sendable (SourceHealth) -> Void) -> any EventSource {
+        LeasedSource(name: name, inner: source, bus: self, report: report)
     }
 }
 
