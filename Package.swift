@@ -229,6 +229,21 @@ let package = Package(
             swiftSettings: [.swiftLanguageMode(.v5)]
         ),
 
+        // Allocation budgets (Benchmarks/Allocations): a counting malloc and the scenarios.
+        .target(name: "CMallocCounter", path: "Benchmarks/Allocations/CMallocCounter"),
+        .executableTarget(
+            name: "AllocationBudget",
+            dependencies: [
+                "CMallocCounter", "SwitchboardCore", "SwitchboardKernel", "SwitchboardServer", "JSONPlugin",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/Allocations/Budget",
+            swiftSettings: swiftSettings
+        ),
+
         // MARK: fuzzing (scripts/fuzz.sh, Docs/fuzzing.md)
         .executableTarget(
             name: "SwitchboardFuzz",

@@ -2,7 +2,8 @@
 # Runs every test: installs prerequisites, builds (release: the interop and Autobahn runs
 # need an optimized server), then runs
 #   1. the Swift unit, plugin, integration and command-line tests, the fan-out
-#      micro-benchmark and the load harness (Benchmarks/bench.py) as smoke checks,
+#      micro-benchmark and the load harness (Benchmarks/bench.py) as smoke checks, and the
+#      allocation budgets (Benchmarks/Allocations),
 #   2. every fuzz target: its seeds and regressions replayed, then 20 s of libFuzzer each,
 #   3. interop tests with clients nobody here wrote (Python websockets and msgpack,
 #      headless Chromium) and hostile clients on real sockets,
@@ -19,6 +20,9 @@ swift test -c release --skip-build
 # Kernel fan-out smoke check (no loss, one encode and one frame per event and variant).
 .build/release/FanOutBenchmark --smoke
 .build/release/FanOutBenchmark --smoke --variants 2
+# Allocation budgets (counted mallocs, no timing): zero per recipient in the fan-out core
+# and through real connection handlers, and a bound per subscribe cycle.
+.build/release/AllocationBudget
 # Load harness smoke check: (a) and (d) at 1/100 size against the real server, subscribers
 # split over 2 coordinated load generator processes; fails on any loss (no timing claims).
 python3 Benchmarks/bench.py a d --servers switchboard --scale 0.01 --loadgen-processes 2 --check \

@@ -45,7 +45,11 @@ public struct OutboundStateMachine {
 
     private var queue: OutboundQueue
     /// Frames taken since the last flush; nil when empty, so idle connections hold no buffer.
+    /// The first frame of a round is kept as it is — the prepared frame every recipient
+    /// shares, so a round of one frame allocates nothing — and copied into a buffer of the
+    /// connection's own only when a second frame joins it (`outboxIsShared`).
     private var outbox: ByteBuffer?
+    private var outboxIsShared = false
     /// The channel's writability, as reported by NIO's events.
     public private(set) var isWritable = true
     /// Set once the connection starts closing: nothing more is accepted.
@@ -93,8 +97,17 @@ public struct OutboundStateMachine {
             if let gathered = takeGathered() { return .two(gathered, frame) }
             return .one(frame)
         }
-        if outbox == nil {
-            outbox = Self.allocator.buffer(capacity: max(512, size * 4))
+        guard let first = outbox else {
+            outbox = frame
+            outboxIsShared = true
+            return .none
+        }
+        if outboxIsShared {
+            // A second frame this round: gather both into a buffer of our own.
+            var own = Self.allocator.buffer(capacity: max(512, (first.readableBytes + size) * 4))
+            own.writeImmutableBuffer(first)
+            outbox = own
+            outboxIsShared = false
         }
         outbox?.writeImmutableBuffer(frame)
         if gatheredBytes >= Self.outboxLimit, let gathered = takeGathered() { return .one(gathered) }
@@ -104,7 +117,10 @@ public struct OutboundStateMachine {
     /// The outbox, to be written now (a flush round, or before a frame of the connection's
     /// own that must not overtake what was accepted before it).
     public mutating func takeGathered() -> ByteBuffer? {
-        defer { outbox = nil }
+        defer {
+            outbox = nil
+            outboxIsShared = false
+        }
         return outbox
     }
 
@@ -141,5 +157,6 @@ public struct OutboundStateMachine {
         isClosing = true
         queue.removeAll()
         outbox = nil
+        outboxIsShared = false
     }
 }
