@@ -25,13 +25,13 @@ var builtInPlugins: [(folder: String, dependencies: [Target.Dependency], testDep
     return [
         ("JSON", [nio], []),
         ("MessagePack", ["CMsgPack", nio], []),
-        ("APIKey", [.product(name: "Crypto", package: "swift-crypto"), logging], ["OriginPlugin"]),
+        ("APIKey", [.product(name: "Crypto", package: "swift-crypto"), logging], []),
         ("JWT", [.product(name: "JWTKit", package: "jwt-kit"), .product(name: "CryptoExtras", package: "swift-crypto"), httpClient, nio, http1, locks, logging], []),
-        ("Redis", ["SwitchboardRedis", nio, locks, logging], ["SwitchboardRedis"]),
+        ("Redis", ["SwitchboardRedis", nio, logging], ["SwitchboardRedis"]),
         ("RateLimit", [nio, locks, logging], []),
         ("Origin", [logging], []),
-        ("Timer", [httpClient, nio, http1], []),
-        ("Webhook", [nio], []),
+        ("Timer", [httpClient, nio, http1, logging], []),
+        ("Webhook", [nio, logging], []),
         ("Postgres", [.product(name: "PostgresNIO", package: "postgres-nio"), nio, logging], []),
     ]
 }
@@ -80,6 +80,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
     ],
     targets: [
         // MARK: system libraries (Debian: zlib1g-dev, libmsgpack-dev)
@@ -151,6 +152,7 @@ let package = Package(
                 "SwitchboardKernel",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -178,7 +180,6 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOWebSocket", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -266,20 +267,22 @@ let package = Package(
         // MARK: tests
         .testTarget(
             name: "SwitchboardCoreTests",
-            dependencies: ["SwitchboardCore", .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
+            dependencies: [
+                "SwitchboardCore", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "SwitchboardConfigTests",
-            dependencies: ["SwitchboardConfig", "SwitchboardCore", "TimerPlugin", "WebhookPlugin", "JSONPlugin", "SwitchboardPlugins"],
+            dependencies: ["SwitchboardConfig", "SwitchboardCore", "TimerPlugin", "SwitchboardPlugins"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "SwitchboardKernelTests",
             dependencies: [
                 "SwitchboardKernel", "SwitchboardCore", "SwitchboardTesting", "JSONPlugin",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -299,7 +302,8 @@ let package = Package(
             name: "IntegrationTests",
             dependencies: [
                 "SwitchboardServer", "SwitchboardKernel", "SwitchboardConfig", "SwitchboardCore", "SwitchboardTesting",
-                "TimerPlugin", "WebhookPlugin", "JSONPlugin", "MessagePackPlugin", "SwitchboardPlugins",
+                "MessagePackPlugin", "SwitchboardPlugins",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -21,6 +21,8 @@ restore() {
     cp "$work/BuiltinPlugins.swift" Sources/SwitchboardPlugins/BuiltinPlugins.swift
     for folder in "${folders[@]}"; do rm -rf "Plugins/$folder"; done
     rm -rf "$work"
+    # Leave no binary or test bundle with the example plugins in it behind.
+    swift build -c release --build-tests > /dev/null 2>&1 || echo "scaffold-check: the rebuild after restoring failed" >&2
 }
 trap restore EXIT
 

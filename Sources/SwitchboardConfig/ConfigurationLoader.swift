@@ -162,23 +162,24 @@ extension ConfigurationLoader {
     /// What a plugin's decoder made of a documented example: the first mapping in `yaml`
     /// with `plugin: <plugin>` is decoded by `decode` (a registry factory's `decode`), and
     /// the result is the keys the decoder asked for (present or not, kernel keys such as
-    /// `name` left out) and every problem found. Nothing is added for declared keys, so a
+    /// `name` left out), those it asked for in each nested mapping (by path, list indices
+    /// written `[]`), and every problem found. Nothing is added for declared keys, so a
     /// test can compare what the decoder really reads with what the plugin declares.
     public static func probePluginExample(
         yaml: String,
         plugin: String,
         environment: [String: String] = [:],
         decode: (any Decoder) throws -> Void
-    ) -> (asked: Set<String>, diagnostics: [Diagnostic]) {
+    ) -> (asked: Set<String>, nested: [String: Set<String>], diagnostics: [Diagnostic]) {
         let kernelKeys: Set<String> = ["plugin", "name", "run", "retain", "enabled"]
         let root: Node?
         do {
             root = try Yams.compose(yaml: yaml)
         } catch {
-            return ([], [diagnostic(forYAMLError: error, file: "<example>")])
+            return ([], [:], [diagnostic(forYAMLError: error, file: "<example>")])
         }
         guard let block = root.flatMap({ firstBlock(of: plugin, in: $0) }), case .mapping(let mapping) = block else {
-            return ([], [Diagnostic(file: "<example>", line: 1, column: 1, path: "", message: "no mapping with 'plugin: \(plugin)' in the example")])
+            return ([], [:], [Diagnostic(file: "<example>", line: 1, column: 1, path: "", message: "no mapping with 'plugin: \(plugin)' in the example")])
         }
         let session = DecodingSession(file: "<example>", environment: environment, registry: PluginRegistry())
         let tracker = session.tracker(for: mapping, path: [], plugin: plugin)
@@ -186,7 +187,7 @@ extension ConfigurationLoader {
         let decoder = NodeDecoder(session: session, node: block, path: [], plugin: plugin)
         _ = try? decoder.decodePlugin(declaring: []) { try decode($0) }
         session.reportUnknownKeys()
-        return (tracker.asked.subtracting(kernelKeys), session.sortedDiagnostics)
+        return (tracker.asked.subtracting(kernelKeys), session.nestedAskedKeys(), session.sortedDiagnostics)
     }
 
     private static func firstBlock(of plugin: String, in node: Node) -> Node? {

@@ -62,8 +62,9 @@ final class DecodingSession {
     /// error.
     private var unsetVariablePaths: [String] = []
     /// Where a value that could not be decoded was replaced by a placeholder (or a zero) so
-    /// decoding could go on: a later complaint about the value there would be about the
-    /// placeholder (`max_message_size: lots` is not "got 1"), so it is not reported.
+    /// decoding could go on: a later check of the value there would be about the
+    /// placeholder (`max_message_size: lots` is not also "got 1"), so it is not reported
+    /// (``hasSubstitutedValue(atOrUnder:)``).
     private var substitutedPaths: Set<String> = []
     private var trackers: [String: MappingTracker] = [:]
     private var trackerOrder: [String] = []
@@ -76,7 +77,6 @@ final class DecodingSession {
     }
 
     func report(_ message: String, hint: String? = nil, mark: Mark?, path: [PathComponent], plugin: String?) {
-        if substitutedPaths.contains(renderPath(path)) { return }
         var label = renderPath(path)
         if let plugin { label += label.isEmpty ? "(\(plugin))" : " (\(plugin))" }
         let diagnostic = Diagnostic(
@@ -96,6 +96,16 @@ final class DecodingSession {
         substitutedPaths.insert(renderPath(path))
     }
 
+    /// Whether a value at `path` or inside it was replaced by a stand-in: a check of that
+    /// value (its range, its list's duplicates, how it compares with another key) would be
+    /// about the stand-in. Structural problems (unknown, missing, duplicate keys) are
+    /// reported regardless.
+    func hasSubstitutedValue(atOrUnder path: [PathComponent]) -> Bool {
+        guard !substitutedPaths.isEmpty else { return false }
+        let prefix = renderPath(path)
+        return substitutedPaths.contains { $0 == prefix || $0.hasPrefix(prefix + ".") || $0.hasPrefix(prefix + "[") }
+    }
+
     /// Records a warning (printed by `check`, never fatal).
     func warn(_ message: String, hint: String? = nil, mark: Mark?, path: [PathComponent], plugin: String?) {
         var label = renderPath(path)
@@ -109,7 +119,7 @@ final class DecodingSession {
     /// empty), the failure may or may not follow from them: it becomes a warning that says
     /// the block was not fully validated, rather than vanishing.
     func reportValidationFailure(_ error: ConfigValidationError, mark: Mark?, path: [PathComponent], plugin: String?) {
-        if Self.contains(troubledPaths, under: path) { return }
+        if Self.contains(troubledPaths, under: path) || hasSubstitutedValue(atOrUnder: path) { return }
         if Self.contains(unsetVariablePaths, under: path) {
             warn(
                 "not fully validated: \(error.message)",
@@ -170,6 +180,22 @@ final class DecodingSession {
                 report("unknown key '\(pair.key)'", hint: hint, mark: pair.keyMark, path: tracker.path, plugin: tracker.plugin)
             }
         }
+    }
+
+    /// The keys asked for in each mapping nested under the root, by path with list
+    /// indices written `[]` (`keys[]`, `claims`), merged over the entries of a list.
+    func nestedAskedKeys() -> [String: Set<String>] {
+        var result: [String: Set<String>] = [:]
+        for key in trackerOrder {
+            guard let tracker = trackers[key], !tracker.path.isEmpty else { continue }
+            let generic = tracker.path.map { component -> PathComponent in
+                if case .index = component { return .key("[]") }
+                return component
+            }
+            let name = renderPath(generic).replacingOccurrences(of: ".[]", with: "[]")
+            result[name, default: []].formUnion(tracker.asked)
+        }
+        return result
     }
 
     /// Diagnostics sorted by position.

@@ -162,7 +162,7 @@ public struct EndpointConfiguration: Sendable, Decodable {
                 node.report(
                     "history size \(history.size) is larger than send_queue.max_messages (\(sendQueue.maxMessages)): a full replay would not fit in the send queue",
                     hint: "lower history.size or raise send_queue.max_messages",
-                    key: "history"
+                    key: "history", alsoAbout: ["send_queue"]
                 )
             }
             if mode == .echo {

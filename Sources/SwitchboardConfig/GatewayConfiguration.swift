@@ -127,7 +127,7 @@ extension GatewayConfiguration: Decodable {
         if container.contains(.shutdownGrace) {
             shutdown.grace = try container.value(.shutdownGrace, default: .seconds(2))
             if let node = decoder as? NodeDecoder, let block = node.mappingValue("shutdown"), block.mappingValue("grace") != nil {
-                node.report("shutdown_grace and shutdown.grace are both set", hint: "keep shutdown.grace (shutdown_grace is its older spelling)", key: "shutdown_grace")
+                node.reportRegardless("shutdown_grace and shutdown.grace are both set", hint: "keep shutdown.grace (shutdown_grace is its older spelling)", key: "shutdown_grace")
             }
         }
         dashboard = try container.value(.dashboard, default: DashboardConfiguration())

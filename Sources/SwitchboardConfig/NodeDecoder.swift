@@ -46,6 +46,10 @@ struct NodeDecoder: Decoder, ConfigShapeProbing {
         }
         do {
             return try decode(self)
+        } catch is ReportedError where !keys.isEmpty {
+            // A required key missing, a list entry that failed: already reported; the
+            // block's other keys are still checked against the declared ones.
+            throw ReportedError(keysAccountedFor: renderPath(path))
         } catch let error as ConfigValidationError {
             // A block whose keys already had a problem (an unset variable, a bad value)
             // fails its own validation because of it: report the cause only.
@@ -80,14 +84,27 @@ struct NodeDecoder: Decoder, ConfigShapeProbing {
         return current
     }
 
-    func report(_ message: String, hint: String? = nil, key: String? = nil) {
+    /// A check of a value failed: reported unless that value (or one inside it, or one of
+    /// `alsoAbout`, keys of this mapping the check compares it with) is a stand-in for one
+    /// that could not be decoded, already reported.
+    func report(_ message: String, hint: String? = nil, key: String? = nil, alsoAbout others: [String] = []) {
         var mark = node.mark
         var reportPath = path
         if let key, case .mapping(let mapping) = node {
             reportPath.append(.key(key))
             if let value = mapping.first(where: { $0.key.scalar?.string == key })?.value { mark = value.mark }
         }
+        if session.hasSubstitutedValue(atOrUnder: reportPath) { return }
+        if others.contains(where: { session.hasSubstitutedValue(atOrUnder: path + [.key($0)]) }) { return }
         session.report(message, hint: hint, mark: mark, path: reportPath, plugin: plugin)
+    }
+
+    /// A problem with the value at this node or under `key` that is not about its content
+    /// (two spellings of one key both given): reported even after a stand-in.
+    func reportRegardless(_ message: String, hint: String? = nil, key: String) {
+        var mark = node.mark
+        if case .mapping(let mapping) = node, let value = mapping.first(where: { $0.key.scalar?.string == key })?.value { mark = value.mark }
+        session.report(message, hint: hint, mark: mark, path: path + [.key(key)], plugin: plugin)
     }
 
     func container<Key: CodingKey>(keyedBy type: Key.Type) throws -> KeyedDecodingContainer<Key> {

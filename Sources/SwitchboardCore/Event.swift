@@ -33,6 +33,19 @@ public struct Event: Sendable, Equatable {
         self.position = position
     }
 
+    /// The `envelope` layout as a value: `{"type","topic","id"?,"position"?,"timestamp","data"}`
+    /// (`topic` left out when `includesTopic` is false). The built-in encoders write the same
+    /// fields straight into bytes; this is for other formats and for checking them.
+    public func envelopeValue(includesTopic: Bool = true) -> JSONValue {
+        var object = JSONObject([("type", .string(type))])
+        if includesTopic { object.entries.append(("topic", .string(topic))) }
+        if let id { object.entries.append(("id", .string(id))) }
+        if let position { object.entries.append(("position", position.jsonValue)) }
+        object.entries.append(("timestamp", .int(timestamp)))
+        object.entries.append(("data", data))
+        return .object(object)
+    }
+
     /// The `flat` layout: `{"type": …, <the data object's fields>}`, or
     /// `{"type": …, "data": …}` when the data is not an object; with a position, a
     /// `position` field follows `type` (replacing one of the data's own).

@@ -141,5 +141,10 @@ public protocol FilterPlugin: SendableMetatype {
 public enum FilterMode: String, Sendable, ConfigEnum {
     case enforce, observe
     public static var configPlaceholder: FilterMode { .enforce }
+
+    /// The `mode` key every filter declares, once for all of them.
+    public static let key = DefaultedKey(
+        "mode", "enforce | observe", default: FilterMode.enforce, "`observe` logs and counts what would be denied and denies nothing."
+    )
 }
 

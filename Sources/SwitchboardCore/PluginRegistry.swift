@@ -73,6 +73,9 @@ public struct PluginRegistry: Sendable {
     /// Former `plugin:` names, mapped to today's: a configuration that still uses one works,
     /// and `check` warns that it is deprecated.
     public private(set) var formerNames: [String: String] = [:]
+    /// Names registered more than once (the later registration replaced the earlier one);
+    /// a test requires this to be empty for the built-in registry.
+    public private(set) var duplicateNames: [String] = []
 
     public init() {}
 
@@ -90,16 +93,19 @@ public struct PluginRegistry: Sendable {
 
     /// Registers a source plugin under its `typeName`.
     public mutating func register<P: SourcePlugin>(source plugin: P.Type) {
+        if sources[P.typeName] != nil || filters[P.typeName] != nil || encoders[P.typeName] != nil { duplicateNames.append(P.typeName) }
         sources[P.typeName] = SourceFactory(plugin)
     }
 
     /// Registers a filter plugin under its `typeName`.
     public mutating func register<P: FilterPlugin>(filter plugin: P.Type) {
+        if sources[P.typeName] != nil || filters[P.typeName] != nil || encoders[P.typeName] != nil { duplicateNames.append(P.typeName) }
         filters[P.typeName] = FilterFactory(plugin)
     }
 
     /// Registers an encoder plugin under its `typeName`.
     public mutating func register<P: EncoderPlugin>(encoder plugin: P.Type) {
+        if sources[P.typeName] != nil || filters[P.typeName] != nil || encoders[P.typeName] != nil { duplicateNames.append(P.typeName) }
         encoders[P.typeName] = EncoderFactory(plugin)
     }
 }

@@ -56,33 +56,58 @@ public struct SourceContract: Sendable {
     /// the HTTP routes the source registered (a webhook's).
     public var trigger: @Sendable (_ round: Int, _ routes: [HTTPRoute]) async throws -> Void
     public var backend: Backend?
+    /// Whether an event is the one a round's trigger produced (default: any new event), so a
+    /// source that replays old events does not pass a round.
+    public var matches: @Sendable (_ event: Event, _ round: Int) -> Bool
     /// The bound of every wait.
     public var timeout: Duration
 
     public init(
         build: @escaping @Sendable (any SourceContext) async throws -> any EventSource,
         trigger: @escaping @Sendable (_ round: Int, _ routes: [HTTPRoute]) async throws -> Void,
+        matches: @escaping @Sendable (_ event: Event, _ round: Int) -> Bool = { _, _ in true },
         backend: Backend? = nil,
         timeout: Duration = .seconds(20)
     ) {
         self.build = build
         self.trigger = trigger
+        self.matches = matches
         self.backend = backend
         self.timeout = timeout
     }
 
-    /// Runs every step; returns the events the kernel delivered.
+    /// Runs every step; returns the events the kernel delivered. Whatever happens, the
+    /// source's task has ended and the test kernel is shut down when it returns.
     @discardableResult
     public func verify() async throws -> [Event] {
         let harness = try await ContractKernel()
-        defer { harness.shutdown() }
         let supervisor = SourceSupervisor(logger: Logger(label: "contract"), backoff: Backoff(base: .milliseconds(50), maximum: .milliseconds(500)))
         supervisor.register(name: "contract", plugin: "contract")
         let context = ContractSourceContext(harness: harness, supervisor: supervisor)
-        let source = try await build(context)
-        let running = Task { await supervisor.supervise(name: "contract", source: source) }
-        defer { running.cancel() }
+        let running: Task<Void, Never>
+        let source: any EventSource
+        do {
+            source = try await build(context)
+            running = Task { await supervisor.supervise(name: "contract", source: source) }
+        } catch {
+            await harness.shutdown()
+            throw error
+        }
+        do {
+            let events = try await steps(harness: harness, supervisor: supervisor, context: context, source: source, running: running)
+            await harness.shutdown()
+            return events
+        } catch {
+            running.cancel()
+            _ = await running.value
+            await harness.shutdown()
+            throw error
+        }
+    }
 
+    private func steps(
+        harness: ContractKernel, supervisor: SourceSupervisor, context: ContractSourceContext, source: any EventSource, running: Task<Void, Never>
+    ) async throws -> [Event] {
         try await wait("the source reports connected", until: { supervisor.health("contract") == .connected })
         try await deliver(round: 1, harness: harness, context: context)
 
@@ -105,9 +130,8 @@ public struct SourceContract: Sendable {
         }
 
         running.cancel()
-        let stopped = Task { await running.value }
         try await wait("run() returns after cancellation", until: { supervisor.health("contract") == .stopped })
-        _ = await stopped.value
+        _ = await running.value
         if let connections = backend?.connections {
             try await wait("the source's backend connection is closed after it stopped", until: {
                 (try? await connections()) == 0
@@ -118,12 +142,13 @@ public struct SourceContract: Sendable {
 
     private func deliver(round: Int, harness: ContractKernel, context: ContractSourceContext) async throws {
         let before = await harness.frameCount()
+        let eventsBefore = harness.events.count
         // Some backends (pub/sub) drop what is sent before the subscription is in place:
-        // trigger again until a frame arrives.
+        // trigger again until the round's event reached the subscriber.
         let deadline = ContinuousClock.now + timeout
-        while await harness.frameCount() == before {
+        while await harness.frameCount() == before || !harness.events.dropFirst(eventsBefore).contains(where: { matches($0, round) }) {
             guard ContinuousClock.now < deadline else {
-                throw ContractViolation("round \(round): no event reached the kernel's subscriber within \(timeout)")
+                throw ContractViolation("round \(round): the round's event did not reach the kernel's subscriber within \(timeout)")
             }
             try await trigger(round, context.routes)
             try await Task.sleep(for: .milliseconds(200))
@@ -172,8 +197,8 @@ final class ContractKernel: Sendable {
     var events: [Event] { published.withLockedValue { $0 } }
     func record(_ event: Event) { published.withLockedValue { $0.append(event) } }
 
-    func shutdown() {
-        try? group.syncShutdownGracefully()
+    func shutdown() async {
+        try? await group.shutdownGracefully()
     }
 }
 
@@ -293,7 +318,13 @@ public struct FilterContract: Sendable {
             requests.append(UpgradeRequest(path: base.path, query: [], headers: names.map { (name: $0, value: value) }, remoteAddress: "127.0.0.1"))
             requests.append(UpgradeRequest(path: base.path, query: ["token", "api_key", "key", "access_token", "topic"].map { (name: $0, value: value) }, headers: [], remoteAddress: "127.0.0.1"))
         }
-        return requests
+        // Each from an address of its own, so a per-address limit does not answer them all
+        // alike, and the filter's own parsing of each is exercised.
+        return requests.enumerated().map { index, request in
+            var request = request
+            if request.remoteAddress == "127.0.0.1" { request.remoteAddress = "10.77.\(index / 250).\(index % 250 + 1)" }
+            return request
+        }
     }
 }
 
@@ -391,18 +422,7 @@ public struct EncoderContract: Sendable {
     }
 
     private func check(_ read: JSONValue, against event: Event) throws {
-        let expected: JSONValue
-        switch event.shape {
-        case .flat:
-            expected = event.flatValue
-        case .envelope:
-            var object = JSONObject([("type", .string(event.type)), ("topic", .string(event.topic))])
-            if let id = event.id { object.entries.append(("id", .string(id))) }
-            if let position = event.position { object.entries.append(("position", position.jsonValue)) }
-            object.entries.append(("timestamp", .int(event.timestamp)))
-            object.entries.append(("data", event.data))
-            expected = .object(object)
-        }
+        let expected = event.shape == .flat ? event.flatValue : event.envelopeValue()
         guard Self.sameFields(read, expected) else {
             throw ContractViolation("\(event.shape) event reads back as \(read), expected \(expected)")
         }

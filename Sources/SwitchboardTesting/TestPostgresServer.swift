@@ -153,6 +153,12 @@ public final class TestPostgresServer: @unchecked Sendable {
         try await execute("SELECT pg_notify(\(Self.literal(channel)), \(Self.literal(payload)))")
     }
 
+    /// Client sessions open on the server, not counting the one asking.
+    public func clientSessions() async throws -> Int {
+        let count = try await execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
+        return Int(count.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+    }
+
     /// A SQL string literal (standard_conforming_strings is on: only `'` needs doubling).
     public static func literal(_ text: String) -> String {
         "'" + text.replacingOccurrences(of: "'", with: "''") + "'"

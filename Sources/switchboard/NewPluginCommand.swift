@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SwitchboardCore
+import SwitchboardPlugins
 
 /// `switchboard new-plugin source|filter|encoder NAME [--root DIR]`: writes a plugin that
 /// builds and passes the contract kit unchanged, and wires it in.
@@ -56,6 +57,11 @@ struct PluginScaffold {
         guard PluginRegistry.isConventional(name), name.count <= 40 else {
             throw Failure(description: "'\(name)' is not a plugin name: use lower-case snake_case starting with a letter (kafka_topics), at most 40 characters")
         }
+        let registry = BuiltinPlugins.registry
+        let taken = Set(registry.sources.keys).union(registry.filters.keys).union(registry.encoders.keys).union(registry.formerNames.keys)
+        guard !taken.contains(name) else {
+            throw Failure(description: "'\(name)' is already a built-in plugin's name; pick another (see switchboard plugins)")
+        }
         self.kind = kind
         self.name = name
         folder = name.split(separator: "_").map { $0.prefix(1).uppercased() + $0.dropFirst() }.joined()
@@ -80,8 +86,9 @@ struct PluginScaffold {
         guard fileManager.fileExists(atPath: package.path), fileManager.fileExists(atPath: registry.path) else {
             throw Failure(description: "\(root.path) is not a Switchboard checkout (no Package.swift or Sources/SwitchboardPlugins/BuiltinPlugins.swift)")
         }
-        guard !fileManager.fileExists(atPath: pluginDirectory.path) else {
-            throw Failure(description: "Plugins/\(folder) already exists")
+        let existing = (try? fileManager.contentsOfDirectory(atPath: root.appendingPathComponent("Plugins").path)) ?? []
+        if let clash = existing.first(where: { $0.lowercased() == folder.lowercased() }) {
+            throw Failure(description: "Plugins/\(clash) already exists")
         }
         let packageText = try Self.inserting(packageLine, into: String(contentsOf: package, encoding: .utf8))
         let registryText = try registering(into: String(contentsOf: registry, encoding: .utf8))
@@ -90,13 +97,19 @@ struct PluginScaffold {
             ("Plugins/\(folder)/Tests/\(folder)ContractTests.swift", testFile),
             ("Plugins/\(folder)/README.md", readme),
         ]
-        for (path, text) in files {
-            let url = root.appendingPathComponent(path)
-            try fileManager.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-            try text.write(to: url, atomically: true, encoding: .utf8)
+        do {
+            for (path, text) in files {
+                let url = root.appendingPathComponent(path)
+                try fileManager.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+                try text.write(to: url, atomically: true, encoding: .utf8)
+            }
+            try packageText.write(to: package, atomically: true, encoding: .utf8)
+            try registryText.write(to: registry, atomically: true, encoding: .utf8)
+        } catch {
+            // Half a plugin is worse than none: leave the checkout as it was.
+            try? fileManager.removeItem(at: pluginDirectory)
+            throw error
         }
-        try packageText.write(to: package, atomically: true, encoding: .utf8)
-        try registryText.write(to: registry, atomically: true, encoding: .utf8)
         return files.map(\.0) + ["Package.swift", "Sources/SwitchboardPlugins/BuiltinPlugins.swift"]
     }
 
@@ -140,12 +153,13 @@ struct PluginScaffold {
             throw Failure(description: "BuiltinPlugins.swift has no '\(anchor)' line to register before")
         }
         lines.insert("        " + call, at: position)
-        let imports = lines.indices.filter { lines[$0].hasPrefix("import ") }
-        guard let last = imports.last else { throw Failure(description: "BuiltinPlugins.swift has no imports") }
-        let first = imports.first ?? last
-        lines.insert("import \(folder)Plugin", at: last + 1)
-        let sortedImports = Array(lines[first...(last + 1)]).sorted()
-        lines.replaceSubrange(first...(last + 1), with: sortedImports)
+        // The file starts with its imports, one per line, sorted: keep them so.
+        guard let first = lines.firstIndex(where: { $0.hasPrefix("import ") }) else {
+            throw Failure(description: "BuiltinPlugins.swift has no imports")
+        }
+        let end = lines[first...].firstIndex(where: { !$0.hasPrefix("import ") }) ?? lines.endIndex
+        let sortedImports = (Array(lines[first..<end]) + ["import \(folder)Plugin"]).sorted()
+        lines.replaceSubrange(first..<end, with: sortedImports)
         return lines.joined(separator: "\n")
     }
 
@@ -251,9 +265,7 @@ struct PluginScaffold {
 
                 static let header = DefaultedKey("header", "string", default: "X-Example", "Header carrying the value.")
                 static let value = RequiredKey<Secret>("value", "string", "The value the header must carry (use ${ENV}).")
-                static let mode = DefaultedKey(
-                    "mode", "enforce | observe", default: FilterMode.enforce, "`observe` logs and counts what would be denied and denies nothing."
-                )
+                static let mode = FilterMode.key
                 public static let keys: [any PluginKey] = [header, value, mode]
 
                 public init(from decoder: any Decoder) throws {
@@ -311,16 +323,7 @@ struct PluginScaffold {
 
             /// Runs once per event, never per recipient: it must be pure.
             public func encode(_ event: Event, into buffer: inout ByteBuffer) {
-                guard event.shape == .envelope else {
-                    JSONWriter.write(event.flatValue, into: &buffer)
-                    return
-                }
-                var envelope = JSONObject([("type", .string(event.type)), ("topic", .string(event.topic))])
-                if let id = event.id { envelope.entries.append(("id", .string(id))) }
-                if let position = event.position { envelope.entries.append(("position", position.jsonValue)) }
-                envelope.entries.append(("timestamp", .int(event.timestamp)))
-                envelope.entries.append(("data", event.data))
-                JSONWriter.write(.object(envelope), into: &buffer)
+                JSONWriter.write(event.shape == .flat ? event.flatValue : event.envelopeValue(), into: &buffer)
             }
 
             public func encode(_ reply: ServerReply, timestamp: Int64, into buffer: inout ByteBuffer) {

@@ -77,6 +77,8 @@ import Testing
         #expect(again.status != 0 && again.output.contains("Plugins/ExampleTicker already exists"), "\(again.output)")
         let badName = try Self.run(["new-plugin", "filter", "Bad-Name", "--root", root.path])
         #expect(badName.status != 0 && badName.output.contains("snake_case"), "\(badName.output)")
+        let builtIn = try Self.run(["new-plugin", "encoder", "json", "--root", root.path])
+        #expect(builtIn.status != 0 && builtIn.output.contains("already a built-in plugin's name"), "\(builtIn.output)")
         let notACheckout = try Self.run(["new-plugin", "filter", "fine", "--root", root.appendingPathComponent("Plugins").path])
         #expect(notACheckout.status != 0 && notACheckout.output.contains("not a Switchboard checkout"), "\(notACheckout.output)")
     }

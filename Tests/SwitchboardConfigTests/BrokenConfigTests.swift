@@ -308,6 +308,46 @@ import SwitchboardPlugins
                 "test.yaml:5:9: endpoints[0].filters[0] (api_key): unknown key 'kyes' (did you mean 'keys'?)",
             ]
         ),
+        Case(
+            name: "a missing required key does not hide a misspelt one, and stand-ins are not checked again",
+            yaml: """
+                sources:
+                  - plugin: postgres
+                    chanels: [jobs]
+                    topic: t
+                endpoints:
+                  - path: /ws
+                    encoders: [json, "${NOPE_UNSET}"]
+                    transports: [websocket, websockt]
+                    send_queue: {max_messages: lots}
+                    history: {size: 100}
+                    filters:
+                      - plugin: origin
+                        alow: ["https://a.example.com"]
+                """,
+            expected: [
+                "test.yaml:2:5: sources[0] (postgres): missing required key 'channels'",
+                "test.yaml:3:5: sources[0] (postgres): unknown key 'chanels' (did you mean 'channels'?)",
+                "test.yaml:7:22: endpoints[0].encoders[1]: environment variable 'NOPE_UNSET' is not set (set it, or give a default with ${NOPE_UNSET:-value})",
+                "test.yaml:8:29: endpoints[0].transports[1]: expected 'websocket' or 'sse', got 'websockt' (did you mean 'websocket'?)",
+                "test.yaml:9:32: endpoints[0].send_queue.max_messages: expected an integer, got 'lots'",
+                "test.yaml:12:9: endpoints[0].filters[0] (origin): missing required key 'allow'",
+                "test.yaml:13:9: endpoints[0].filters[0] (origin): unknown key 'alow' (did you mean 'allow'?)",
+            ]
+        ),
+        Case(
+            name: "a problem that is not about a value is reported after a stand-in",
+            yaml: """
+                shutdown_grace: soon
+                shutdown: {grace: 5s}
+                endpoints:
+                  - path: /ws
+                """,
+            expected: [
+                "test.yaml:1:17: shutdown_grace: expected a duration such as 500ms, 2s, 1m or 1h, got 'soon' (units: ms, s, m, h; a plain number means seconds)",
+                "test.yaml:1:17: shutdown_grace: shutdown_grace and shutdown.grace are both set (keep shutdown.grace (shutdown_grace is its older spelling))",
+            ]
+        ),
     ]
 
     @Test(arguments: cases)
@@ -385,6 +425,7 @@ import SwitchboardPlugins
             #expect(PluginRegistry.isConventional(name), "plugin name '\(name)' is not snake_case")
         }
         #expect(registry.formerNames["redis-stream"] == "redis_stream")
+        #expect(registry.duplicateNames.isEmpty, "registered twice: \(registry.duplicateNames)")
         let result = Self.loader.check(yaml: """
             sources:
               - name: jobs

@@ -84,9 +84,7 @@ public struct APIKeyFilter: FilterPlugin {
         static let query = OptionalKey<String>(
             "query", "string", whenAbsent: "none", "Query parameter carrying the key (for browsers; keys then appear in URLs)."
         )
-        static let mode = DefaultedKey(
-            "mode", "enforce | observe", default: FilterMode.enforce, "`observe` logs and counts what would be denied and denies nothing."
-        )
+        static let mode = FilterMode.key
         public static let keys: [any PluginKey] = [Self.keyEntries, Self.file, Self.header, Self.bearer, Self.query, Self.mode]
 
         public init(from decoder: any Decoder) throws {

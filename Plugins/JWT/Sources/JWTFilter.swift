@@ -173,9 +173,7 @@ public struct JWTFilter: FilterPlugin {
         static let maxTokenSize = DefaultedKey(
             "max_token_size", "size", default: ConfigByteSize(bytes: 8192), "Longer tokens are refused without parsing."
         )
-        static let mode = DefaultedKey(
-            "mode", "enforce | observe", default: FilterMode.enforce, "`observe` logs and counts what would be denied and denies nothing."
-        )
+        static let mode = FilterMode.key
         /// The keys of a single issuer first (they may stand at the top level), then the rest.
         public static let keys: [any PluginKey] = [
             IssuerConfig.issuer, IssuerConfig.keyEntries, IssuerConfig.jwksFile, IssuerConfig.jwksURL,
@@ -203,7 +201,9 @@ public struct JWTFilter: FilterPlugin {
             maxTokenSize = try container.read(Self.maxTokenSize)
             mode = try container.read(Self.mode)
 
-            if let listedIssuers {
+            // `issuers:` written but null counts as an empty list, not as absent.
+            let issuersGiven = container.contains(PluginCodingKey(stringValue: Self.issuers.name))
+            if let listedIssuers = listedIssuers ?? (issuersGiven ? [] : nil) {
                 for key in IssuerConfig.keys where container.contains(PluginCodingKey(stringValue: key.name)) {
                     throw ConfigValidationError("'\(key.name)' goes inside an 'issuers' entry when 'issuers' is used")
                 }

@@ -28,9 +28,7 @@ public struct OriginFilter: FilterPlugin {
             "missing", "deny | allow", default: MissingPolicy.deny,
             "What to do when the request has no Origin header (non-browser clients send none)."
         )
-        static let mode = DefaultedKey(
-            "mode", "enforce | observe", default: FilterMode.enforce, "`observe` logs and counts what would be denied and denies nothing."
-        )
+        static let mode = FilterMode.key
         public static let keys: [any PluginKey] = [Self.allow, Self.missing, Self.mode]
 
         public init(from decoder: any Decoder) throws {

@@ -21,7 +21,7 @@ public struct PostgresSource: SourcePlugin {
         public var mapping: MessageMapping
         public var connectTimeout: ConfigDuration
 
-        static let host = DefaultedKey("host", "string", default: "127.0.0.1", "PostgreSQL server host name or address.")
+        static let host = DefaultedKey("host", "string", default: "127.0.0.1", "PostgreSQL server host name or address (no TLS yet: loopback or a private network).")
         static let port = DefaultedKey("port", "int", default: 5432, "Server port.")
         static let user = DefaultedKey("user", "string", default: "postgres", "User to log in as.")
         static let password = OptionalKey<Secret>("password", "string", "Password (`${PG_PASSWORD}`); none when absent or empty. Never logged.")

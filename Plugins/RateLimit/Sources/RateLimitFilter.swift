@@ -44,9 +44,7 @@ public struct RateLimitFilter: FilterPlugin {
             "trusted_proxies", "list of CIDRs", default: [], shown: "[]",
             "Peers whose X-Forwarded-For is believed (the nearest untrusted address is the client)."
         )
-        static let mode = DefaultedKey(
-            "mode", "enforce | observe", default: FilterMode.enforce, "`observe` logs and counts what would be limited and limits nothing."
-        )
+        static let mode = FilterMode.key
         public static let keys: [any PluginKey] = [
             Self.connectRate, Self.connectBurst, Self.maxConnectionsPerIP, Self.maxConnections, Self.messageRate, Self.messageBurst,
             Self.maxViolations, Self.trustedProxies, Self.mode,

@@ -23,6 +23,7 @@ struct RedisContractTests {
         let events = try await SourceContract(
             build: { context in try await RedisSource.build(config: config, context: context) },
             trigger: { round, _ in _ = try await redis.run("PUBLISH", "jobs:1", #"{"type":"progress","round":\#(round)}"#) },
+            matches: { event, round in event.data["round"] == .int(Int64(round)) },
             backend: .init(stop: { redis.stop() }, start: { try await redis.start() }, connections: { try await Self.clients(of: redis) })
         ).verify()
         #expect(events.first?.topic == "job:jobs:1")
@@ -38,6 +39,7 @@ struct RedisContractTests {
         let events = try await SourceContract(
             build: { context in try await RedisStreamSource.build(config: config, context: context) },
             trigger: { round, _ in _ = try await redis.run("XADD", "log", "*", "payload", #"{"round":\#(round)}"#) },
+            matches: { event, round in event.data["round"] == .int(Int64(round)) },
             backend: .init(stop: { redis.stop() }, start: { try await redis.start() }, connections: { try await Self.clients(of: redis) })
         ).verify()
         #expect(events.first?.topic == "log")
