@@ -37,6 +37,8 @@ struct Options {
     var independentMessages = false
     var format = "json"
     var subscribeMessages = false
+    /// Topics every client also subscribes to with a message of its own (`--extra-subscribe`).
+    var extraSubscriptions: [String] = []
     /// Topics are `<prefix><n>` (scenario (h) uses its own prefix, so that its history rule
     /// does not apply to the other scenarios' topic).
     var topicPrefix = "bench:"
@@ -75,6 +77,7 @@ struct Options {
             case "--independent-messages": independentMessages = true
             case "--format": format = next()
             case "--subscribe-messages": subscribeMessages = true
+            case "--extra-subscribe": extraSubscriptions.append(next())
             case "--topic-prefix": topicPrefix = next()
             case "--label": label = next()
             case "--settle": settle = Double(next()) ?? settle
@@ -162,6 +165,7 @@ func connect(_ index: Int) -> EventLoopFuture<Void> {
     let client = WebSocketLoadClient(stats: stats, request: upgradeRequest(path: path(for: topic)), topic: topic, independentMessages: options.independentMessages) { client in
         if slow { _ = client.channel?.setOption(.autoRead, value: false) }
         if options.subscribeMessages { client.send(#"{"type":"subscribe","data":"\#(options.topicPrefix)\#(topic)"}"#) }
+        for extra in options.extraSubscriptions { client.send(#"{"type":"subscribe","data":"\#(extra)"}"#) }
     }
     clients.append(client)
     var bootstrap = ClientBootstrap(group: loop)

@@ -26,6 +26,8 @@ public final class ArrivalReservation: Sendable {
 /// the same connection leave together in one `writev`.
 public final class LoopShard: @unchecked Sendable {
     public let eventLoop: any EventLoop
+    /// Coarse per-connection deadlines (heartbeats) on this loop, one timer for all.
+    public let timers: TimerWheel
     private var router = TopicRouter<any Subscriber>()
     private var sequence: UInt64 = 0
     private var pendingFlush: [any Subscriber] = []
@@ -71,6 +73,7 @@ public final class LoopShard: @unchecked Sendable {
 
     init(eventLoop: any EventLoop, counters: KernelCounters, history: HistoryClock, variants: VariantTable, flushInterval: TimeAmount = .zero) {
         self.eventLoop = eventLoop
+        self.timers = TimerWheel(eventLoop: eventLoop)
         self.counters = counters
         self.history = history
         self.variants = variants

@@ -121,7 +121,7 @@ extension WebSocketConnectionHandler {
     public func channelWritabilityChanged(context: ChannelHandlerContext) {
         let writable = context.channel.isWritable
         // The peer reads what we send: it is alive even if its pongs wait unread.
-        if writable { heartbeat.heard(now: Self.now()) }
+        if writable { heartbeat.heard(now: Self.now()) }  // the tick already due reschedules
         if outbound.writabilityChanged(to: writable), let output {
             drain(output)
         }

@@ -22,7 +22,7 @@ import Synchronization
 /// prepared broadcast frames, shared by every recipient, are never framed again. Reading
 /// stops while the socket is not writable, so a client that sends without reading cannot
 /// make the gateway buffer answers for it.
-public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber {
+public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber, WheelTimed {
     public typealias InboundIn = WebSocketFrame
     public typealias OutboundIn = ByteBuffer
     public typealias OutboundOut = ByteBuffer
@@ -74,7 +74,8 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber 
     var outbound: OutboundStateMachine
     var heartbeat: HeartbeatStateMachine
     var messageRate: TokenBucket?
-    var heartbeatTask: Scheduled<Void>?
+    /// The next heartbeat tick, in the loop's ``TimerWheel`` (no scheduled task per connection).
+    public var wheelSlot = WheelSlot.none
     var closeTimer: Scheduled<Void>?
     /// Closes the connection when the principal's credential expires.
     var expiryTask: Scheduled<Void>?
@@ -181,8 +182,8 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber 
         inbound.closed()
         shard.queuedFrames -= outbound.queuedCount
         outbound.removeAll()
-        for task in [heartbeatTask, closeTimer, expiryTask] { task?.cancel() }
-        heartbeatTask = nil
+        shard.timers.cancel(self)
+        for task in [closeTimer, expiryTask] { task?.cancel() }
         closeTimer = nil
         expiryTask = nil
         let patterns = session.end()
@@ -252,7 +253,10 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
         let now = Self.now()
-        heartbeat.heard(now: now)
+        if heartbeat.heard(now: now) {
+            // The answer to a ping: the next one is due an interval from now.
+            scheduleHeartbeat(at: heartbeat.tick(now: now).nextTick)
+        }
         // Every frame but a close counts toward the endpoint's message rate, fragments and
         // control frames included: an endless run of empty continuation frames is a flood too.
         if frame.opcode != .connectionClose, inbound.isOpen, messageRate != nil, messageRate?.take(now: now) == false {
@@ -462,11 +466,12 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber 
     // MARK: heartbeat
 
     private func scheduleHeartbeat(at deadline: Int64) {
-        guard deadline != Int64.max, let context else { return }
-        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
-        heartbeatTask = context.eventLoop.scheduleTask(deadline: .uptimeNanoseconds(UInt64(max(0, deadline)))) {
-            handler.value.heartbeatFired()
-        }
+        guard deadline != Int64.max, registered else { return }
+        shard.timers.schedule(self, at: deadline)
+    }
+
+    public func wheelDeadlinePassed() {
+        heartbeatFired()
     }
 
     private func heartbeatFired() {

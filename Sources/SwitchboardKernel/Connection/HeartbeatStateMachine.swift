@@ -24,10 +24,13 @@ public struct HeartbeatStateMachine: Sendable {
 
     public var isEnabled: Bool { interval > 0 }
 
-    /// Any frame from the peer proves it is alive.
-    public mutating func heard(now: Int64) {
+    /// Any frame from the peer proves it is alive. Returns whether it answered a ping: the
+    /// next tick is then due `interval` from now, not at the ping's timeout.
+    @discardableResult
+    public mutating func heard(now: Int64) -> Bool {
         lastHeard = now
-        pingSentAt = nil
+        defer { pingSentAt = nil }
+        return pingSentAt != nil
     }
 
     /// Evaluates the timers; returns the action and when to call `tick` next.
