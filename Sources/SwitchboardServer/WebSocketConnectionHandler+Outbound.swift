@@ -37,8 +37,12 @@ extension WebSocketConnectionHandler {
         guard registered, let output else { return false }
         let gathered = outbound.takeGathered()
         // The state machine's access has ended: NIO may call back into us from here on.
-        if let gathered { output.write(NIOAny(gathered), promise: nil) }
-        output.flush()
+        // One pipeline call for the round's write and its flush, not two.
+        if let gathered {
+            output.writeAndFlush(NIOAny(gathered), promise: nil)
+        } else {
+            output.flush()
+        }
         return true
     }
 
