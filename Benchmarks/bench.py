@@ -270,10 +270,12 @@ def merge(reports, publisher, started_nanos):
     return result
 
 
-def run_scenario(name, server_class, scale, settle, rate=None):
+def run_scenario(name, server_class, scale, settle, rate=None, topics=None):
     description, params, sb_path, nchan_path = SCENARIOS[name]
     if rate and params.get("rate"):
         params = dict(params, rate=rate)
+    if topics and params.get("topics"):
+        params = dict(params, topics=topics)
     path = sb_path if server_class is Switchboard else nchan_path
     if path is None:
         return None
@@ -372,6 +374,7 @@ def main():
     parser.add_argument("--out", default=str(ROOT / "Benchmarks/results/latest.jsonl"))
     parser.add_argument("--flush-interval", help="Switchboard's flush_interval, e.g. 0s or 5ms")
     parser.add_argument("--rate", type=int, help="events/s for the scenarios that publish at a rate (instead of 1,000)")
+    parser.add_argument("--topics", type=int, help="topics for the scenarios spread over several (e; instead of 1,000)")
     parser.add_argument("--check", action="store_true", help="fail unless every run delivered every expected message (the CI smoke run)")
     parser.add_argument("--floor", action="store_true", help="each round, also run Benchmarks/Floor/loopback_floor.c at (a)'s connection count")
     parser.add_argument("--loadgen-processes", type=int, help="subscriber processes (at least enough for 19,800 sockets each; default 1)")
@@ -393,7 +396,9 @@ def main():
         for round_number in range(options.repeat):
             for name in options.scenarios:
                 for server_class in servers:
-                    result = run_scenario(name, server_class, options.scale, options.settle, options.rate)
+                    result = run_scenario(name, server_class, options.scale, options.settle, options.rate, options.topics)
+                    if result is not None and options.topics:
+                        result["topics"] = options.topics
                     if result is None:
                         continue
                     result.update({"round": round_number, "machine": machine})
