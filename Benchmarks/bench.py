@@ -52,6 +52,8 @@ SCENARIOS = {
           {"connections": 1100, "slow": 100, "rate": 1000, "size": 200, "duration": 20}, "/bench", "/sub/bench_0"),
     "g": ("(a) with MessagePack",
           {"connections": 10000, "rate": 1000, "size": 200, "duration": 20, "format": "msgpack"}, "/bench", None),
+    "i": ("(a) on two instances sharing Redis (Switchboard's cluster bus, Nchan's Redis mode): subscribers split over both, publisher on one",
+          {"connections": 10000, "rate": 1000, "size": 200, "duration": 20, "pair": True}, "/bench", "/sub/bench_0"),
     "h": ("(a) with history on (size 100, ttl 5m): positions in every event",
           {"connections": 10000, "rate": 1000, "size": 200, "duration": 20, "topic_prefix": "hist:"}, "/bench-history", "/sub/bench_0"),
 }
@@ -71,17 +73,20 @@ http {{
   fastcgi_temp_path {dir}/fastcgi;
   uwsgi_temp_path {dir}/uwsgi;
   scgi_temp_path {dir}/scgi;
+  {upstream}
   server {{
     listen 127.0.0.1:{port};
     location ~ ^/sub/(\\w+)$ {{
       nchan_subscriber websocket;
       nchan_channel_id $1;
+      {redis}
       nchan_message_buffer_length 1;
       nchan_message_timeout 30s;
     }}
     location ~ ^/subz/(\\w+)$ {{
       nchan_subscriber websocket;
       nchan_channel_id $1;
+      {redis}
       nchan_deflate_message_for_websocket on;
       nchan_message_buffer_length 1;
       nchan_message_timeout 30s;
@@ -89,6 +94,7 @@ http {{
     location ~ ^/pub/(\\w+)$ {{
       nchan_publisher;
       nchan_channel_id $1;
+      {redis}
       nchan_message_buffer_length 1;
       nchan_message_timeout 30s;
     }}
@@ -119,14 +125,19 @@ def wait_http(url, limit=20):
 class Switchboard:
     name = "switchboard"
 
-    def __init__(self):
+    def __init__(self, extra_config=""):
         self.port = free_port()
         self.log = open(tempfile.mktemp(suffix="-switchboard.log"), "w")
         env = dict(os.environ, BENCH_PORT=str(self.port), BENCH_KEY=KEY)
         if FLUSH_INTERVAL:
             env["BENCH_FLUSH_INTERVAL"] = FLUSH_INTERVAL
+        config = ROOT / "Benchmarks/configs/switchboard.yaml"
+        if extra_config:
+            combined = pathlib.Path(tempfile.mktemp(suffix="-switchboard.yaml"))
+            combined.write_text(config.read_text() + "\n" + extra_config)
+            config = combined
         self.process = subprocess.Popen(
-            [str(ROOT / ".build/release/switchboard"), "run", str(ROOT / "Benchmarks/configs/switchboard.yaml"), "--log-level", "warning"],
+            [str(ROOT / ".build/release/switchboard"), "run", str(config), "--log-level", "warning"],
             stdout=self.log, stderr=subprocess.STDOUT, env=env)
         wait_http("http://127.0.0.1:%d/healthz" % self.port)
         self.pids = [self.process.pid]
@@ -151,11 +162,13 @@ class Switchboard:
 class Nchan:
     name = "nchan"
 
-    def __init__(self):
+    def __init__(self, redis_port=None):
+        self.upstream = "upstream bus {{ nchan_redis_server redis://127.0.0.1:%d; }}".replace("{{", "{").replace("}}", "}") % redis_port if redis_port else ""
+        self.redis = "nchan_redis_pass bus;" if redis_port else ""
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="nchan-")
         conf = pathlib.Path(self.dir) / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(dir=self.dir, port=self.port))
+        conf.write_text(NGINX_CONF.format(dir=self.dir, port=self.port, upstream=self.upstream, redis=self.redis))
         self.process = subprocess.Popen(["nginx", "-c", str(conf), "-p", self.dir], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         wait_http("http://127.0.0.1:%d/pub/probe" % self.port)
         time.sleep(0.3)
@@ -174,6 +187,68 @@ class Nchan:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.process.kill()
+
+
+class RedisBus:
+    """A throwaway redis-server on a free loopback port: the pairs' shared bus."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+class Pair:
+    """Two instances of a server sharing one Redis: subscribers alternate between them
+    (by load generator process), the publisher uses the first. CPU and RSS are the sum of
+    both instances and Redis."""
+
+    def __init__(self, make):
+        self.bus = RedisBus()
+        self.instances = []
+        try:
+            for _ in range(2):
+                self.instances.append(make(self.bus.port))
+        except Exception:
+            self.stop()
+            raise
+        self.name = self.instances[0].name + "-pair"
+        self.pids = [pid for instance in self.instances for pid in instance.pids] + [self.bus.process.pid]
+
+    def ws(self, path, index=0):
+        return self.instances[index % 2].ws(path)
+
+    def publish(self):
+        return self.instances[0].publish()
+
+    def frames_per_write(self):
+        return sum(instance.frames_per_write() for instance in self.instances) / 2
+
+    def stop(self):
+        for instance in self.instances:
+            instance.stop()
+        self.bus.stop()
+
+
+def switchboard_pair():
+    return Pair(lambda port: Switchboard("cluster:\n  redis: redis://127.0.0.1:%d\n" % port))
+
+
+def nchan_pair():
+    return Pair(lambda port: Nchan(redis_port=port))
 
 
 PER_PROCESS = 19800  # sockets one load generator process may hold (20,000 open files)
@@ -280,16 +355,20 @@ def run_scenario(name, server_class, scale, settle, rate=None, topics=None):
     if path is None:
         return None
     params = dict(params)
+    pair = params.pop("pair", False)
     for key in ("connections", "burst", "slow"):
         if params.get(key):
             params[key] = max(1, int(params[key] * scale))
     if params.get("duration") and scale < 1:
         params["duration"] = max(2, params["duration"] * scale)
-    server = server_class()
+    if pair:
+        server = switchboard_pair() if server_class is Switchboard else nchan_pair()
+    else:
+        server = server_class()
     processes = []
     publisher = None
     try:
-        common = [str(ROOT / ".build/release/LoadGen"), "--ws", server.ws(path), "--coordinate", "--settle", str(settle)]
+        common = [str(ROOT / ".build/release/LoadGen"), "--coordinate", "--settle", str(settle)]
         for key in ("rate", "size", "duration", "burst", "topics", "slow", "deflate", "format", "topic_prefix", "subscribe_messages", "extra_subscribe"):
             if key in params:
                 flag = "--" + key.replace("_", "-")
@@ -301,17 +380,20 @@ def run_scenario(name, server_class, scale, settle, rate=None, topics=None):
             # saying server_no_context_takeover): inflate each distinct message once.
             common.append("--independent-messages")
         # Subscribers spread over enough processes; the publisher gets a process of its own.
-        count = max(LOADGEN_PROCESSES or 1, -(-params["connections"] // PER_PROCESS))
+        count = max(LOADGEN_PROCESSES or (2 if pair else 1), -(-params["connections"] // PER_PROCESS))
+        if pair and count % 2:
+            count += 1  # half of the subscribers on each instance
         baseline = sample(server.pids)
         first = 0
         for index in range(count):
             share = params["connections"] // count + (1 if index < params["connections"] % count else 0)
-            processes.append(LoadProcess(common + ["--connections", str(share), "--first-index", str(first), "--label", "%s/%s/%d" % (name, server.name, index)]))
+            ws = server.ws(path, index) if pair else server.ws(path)
+            processes.append(LoadProcess(common + ["--ws", ws, "--connections", str(share), "--first-index", str(first), "--label", "%s/%s/%d" % (name, server.name, index)]))
             first += share
         for process in processes:
             process.expect("ready", 180)
         if params.get("rate") or params.get("burst"):
-            publisher = LoadProcess(common + ["--connections", "0", "--publish", server.publish(), "--key", KEY, "--label", "%s/%s/publisher" % (name, server.name)])
+            publisher = LoadProcess(common + ["--ws", server.ws(path, 0) if pair else server.ws(path), "--connections", "0", "--publish", server.publish(), "--key", KEY, "--label", "%s/%s/publisher" % (name, server.name)])
             publisher.expect("ready", 60)
         before = sample(server.pids)
         everyone = processes + ([publisher] if publisher else [])
