@@ -353,6 +353,21 @@ public struct EncoderContract: Sendable {
         self.randomInputs = randomInputs
     }
 
+    /// For an encoder whose wire format is JSON: read back with `JSONParser`, client
+    /// messages written with `JSONWriter`.
+    public static func json(_ encoder: any EventEncoder, randomInputs: Int = 20_000) -> EncoderContract {
+        EncoderContract(
+            encoder: encoder,
+            parse: { buffer in try JSONParser.parse(buffer.readableBytesView) },
+            write: { value in
+                var buffer = ByteBuffer()
+                JSONWriter.write(value, into: &buffer)
+                return buffer
+            },
+            randomInputs: randomInputs
+        )
+    }
+
     static let data: [JSONValue] = [
         .null, .bool(true), .int(0), .int(.min), .int(.max), .double(-1.5), .string(""), .string("é \u{0} \"q\" 😀"),
         .array([]), .array([.int(1), .string("a"), .null]), .object(JSONObject()),

@@ -399,15 +399,8 @@ struct PluginScaffold {
                 /// The `\#(name)` encoder passes the plugin contract kit.
                 @Suite struct \#(folder)ContractTests {
                     @Test func passesTheEncoderContract() throws {
-                        try EncoderContract(
-                            encoder: \#(folder)EventEncoder(),
-                            parse: { buffer in try JSONParser.parse(buffer.readableBytesView) },
-                            write: { value in
-                                var buffer = ByteBuffer()
-                                JSONWriter.write(value, into: &buffer)
-                                return buffer
-                            }
-                        ).verify()
+                        // A format other than JSON: EncoderContract(encoder:parse:write:) with its reader and writer.
+                        try EncoderContract.json(\#(folder)EventEncoder()).verify()
                     }
                 }
 
