@@ -163,7 +163,7 @@ class Nchan:
     name = "nchan"
 
     def __init__(self, redis_port=None):
-        self.upstream = "upstream bus {{ nchan_redis_server redis://127.0.0.1:%d; }}".replace("{{", "{").replace("}}", "}") % redis_port if redis_port else ""
+        self.upstream = "upstream bus { nchan_redis_server redis://127.0.0.1:%d; }" % redis_port if redis_port else ""
         self.redis = "nchan_redis_pass bus;" if redis_port else ""
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="nchan-")

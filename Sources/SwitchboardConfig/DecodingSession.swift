@@ -17,6 +17,12 @@ enum PathComponent: Sendable {
     case index(Int)
 }
 
+/// Whether the rendered path `path` is `prefix` itself or lies inside it
+/// (`endpoints[0].encoders[1]` is under `endpoints[0].encoders` and `endpoints[0]`).
+func isAtOrUnder(_ path: String, _ prefix: String) -> Bool {
+    path == prefix || path.hasPrefix(prefix + ".") || path.hasPrefix(prefix + "[")
+}
+
 /// Renders a key path as `endpoints[0].filters[1]`.
 func renderPath(_ path: [PathComponent]) -> String {
     var text = ""
@@ -103,7 +109,7 @@ final class DecodingSession {
     func hasSubstitutedValue(atOrUnder path: [PathComponent]) -> Bool {
         guard !substitutedPaths.isEmpty else { return false }
         let prefix = renderPath(path)
-        return substitutedPaths.contains { $0 == prefix || $0.hasPrefix(prefix + ".") || $0.hasPrefix(prefix + "[") }
+        return substitutedPaths.contains { isAtOrUnder($0, prefix) }
     }
 
     /// Records a warning (printed by `check`, never fatal).
@@ -133,7 +139,7 @@ final class DecodingSession {
 
     private static func contains(_ paths: [String], under path: [PathComponent]) -> Bool {
         let prefix = renderPath(path)
-        return paths.contains { $0 == prefix || prefix.isEmpty || $0.hasPrefix(prefix + ".") || $0.hasPrefix(prefix + "[") }
+        return paths.contains { prefix.isEmpty || isAtOrUnder($0, prefix) }
     }
 
     /// The tracker for a mapping node, shared by every container opened on it.
@@ -164,7 +170,7 @@ final class DecodingSession {
         for key in trackerOrder {
             guard let tracker = trackers[key] else { continue }
             let rendered = renderPath(tracker.path)
-            if abortedPaths.contains(where: { rendered == $0 || rendered.hasPrefix($0 + ".") || rendered.hasPrefix($0 + "[") }) {
+            if abortedPaths.contains(where: { isAtOrUnder(rendered, $0) }) {
                 continue
             }
             let known = tracker.asked.sorted()

@@ -88,12 +88,7 @@ struct NodeDecoder: Decoder, ConfigShapeProbing {
     /// `alsoAbout`, keys of this mapping the check compares it with) is a stand-in for one
     /// that could not be decoded, already reported.
     func report(_ message: String, hint: String? = nil, key: String? = nil, alsoAbout others: [String] = []) {
-        var mark = node.mark
-        var reportPath = path
-        if let key, case .mapping(let mapping) = node {
-            reportPath.append(.key(key))
-            if let value = mapping.first(where: { $0.key.scalar?.string == key })?.value { mark = value.mark }
-        }
+        let (mark, reportPath) = position(of: key)
         if session.hasSubstitutedValue(atOrUnder: reportPath) { return }
         if others.contains(where: { session.hasSubstitutedValue(atOrUnder: path + [.key($0)]) }) { return }
         session.report(message, hint: hint, mark: mark, path: reportPath, plugin: plugin)
@@ -102,9 +97,15 @@ struct NodeDecoder: Decoder, ConfigShapeProbing {
     /// A problem with the value at this node or under `key` that is not about its content
     /// (two spellings of one key both given): reported even after a stand-in.
     func reportRegardless(_ message: String, hint: String? = nil, key: String) {
-        var mark = node.mark
-        if case .mapping(let mapping) = node, let value = mapping.first(where: { $0.key.scalar?.string == key })?.value { mark = value.mark }
-        session.report(message, hint: hint, mark: mark, path: path + [.key(key)], plugin: plugin)
+        let (mark, reportPath) = position(of: key)
+        session.report(message, hint: hint, mark: mark, path: reportPath, plugin: plugin)
+    }
+
+    /// Where a report about this node, or about the value of `key` in it, points.
+    private func position(of key: String?) -> (Mark?, [PathComponent]) {
+        guard let key, case .mapping(let mapping) = node else { return (node.mark, path) }
+        let value = mapping.first(where: { $0.key.scalar?.string == key })?.value
+        return (value?.mark ?? node.mark, path + [.key(key)])
     }
 
     func container<Key: CodingKey>(keyedBy type: Key.Type) throws -> KeyedDecodingContainer<Key> {

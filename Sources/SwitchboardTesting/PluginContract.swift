@@ -76,6 +76,9 @@ public struct SourceContract: Sendable {
         self.timeout = timeout
     }
 
+    /// A `matches` for triggers that put the round number in the payload: `{"round": N}`.
+    public static let roundInData: @Sendable (Event, Int) -> Bool = { event, round in event.data["round"] == .int(Int64(round)) }
+
     /// Runs every step; returns the events the kernel delivered. Whatever happens, the
     /// source's task has ended and the test kernel is shut down when it returns.
     @discardableResult

@@ -185,7 +185,7 @@ struct PostgresSourceTests {
         let events = try await SourceContract(
             build: { context in try await PostgresSource.build(config: config, context: context) },
             trigger: { round, _ in try await server.notify("jobs", #"{"type":"job_update","round":\#(round)}"#) },
-            matches: { event, round in event.data["round"] == .int(Int64(round)) },
+            matches: SourceContract.roundInData,
             backend: .init(
                 stop: { server.stop() },
                 start: { try await server.start() },

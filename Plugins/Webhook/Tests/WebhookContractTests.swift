@@ -22,7 +22,7 @@ import WebhookPlugin
                 let response = await route.handler(request)
                 guard response.status == 202 else { throw ContractViolation("POST answered \(response.status): \(response.body)") }
             },
-            matches: { event, round in event.data["round"] == .int(Int64(round)) }
+            matches: SourceContract.roundInData
         ).verify()
         #expect(events.first?.topic == "orders")
         #expect(events.first?.data == ["round": 1])
