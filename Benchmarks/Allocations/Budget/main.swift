@@ -9,6 +9,9 @@
 // 2. connection delivery: the same through real WebSocket connection handlers (outbox,
 //    send queue, flush to the channel): zero allocations per recipient.
 // 3. a connection's read → subscribe → deliver → unsubscribe cycle: at most the budget.
+// 4. gathered delivery: rounds of 16 events through the same handlers; each connection's
+//    frames of a round are copied into one outbox: at most 3 allocations per recipient
+//    per round (the buffer's object and bytes, one growth), however many frames it gathers.
 import CMallocCounter
 import Foundation
 import JSONPlugin
@@ -152,6 +155,24 @@ func connectionDelivery(connections count: Int, events: Int) throws -> Int {
     return counted
 }
 
+/// Allocations for `rounds` flush rounds of `perRound` events each through `count`
+/// connections: the frames of a round are gathered into one buffer per connection.
+func gatheredDelivery(connections count: Int, rounds: Int, perRound: Int) throws -> Int {
+    let connections = try Connections(count: count)
+    func round(_ first: Int) {
+        // One loop run: every delivery of the round, then the one flush round after them.
+        for sequence in first..<first + perRound { connections.kernel.publish(event(sequence)) }
+        connections.loop.run()
+    }
+    for index in 0..<5 { round(index * perRound) }
+    let before = connections.sockets.map(\.bytes)
+    let counted = allocations {
+        for index in 0..<rounds { round(index * perRound) }
+    }
+    guard zip(connections.sockets, before).allSatisfy({ $0.bytes > $1 }) else { throw Failure(description: "a connection got nothing") }
+    return counted
+}
+
 /// Allocations per read → subscribe → deliver → unsubscribe cycle of one connection.
 func subscribeCycle(cycles: Int) throws -> Double {
     let connections = try Connections(count: 1)
@@ -191,6 +212,14 @@ if core.perEvent > perEventBudget { failures.append("fan-out core: \(core.perEve
 let delivery = try perRecipient(small: 100, large: 200, events: 50, connectionDelivery)
 print(#"{"scenario":"connection delivery","allocations_per_recipient":\#(delivery.perRecipient),"allocations_per_event":\#(delivery.perEvent)}"#)
 if delivery.perRecipient > 0.001 { failures.append("connection delivery: \(delivery.perRecipient) allocations per recipient (budget 0)") }
+
+// A round of 16 frames costs each connection its own outbox (the first frame's shared
+// buffer cannot take the others: its object and its bytes) and at most one growth of it;
+// never a copy per frame (a copy per append made it 30).
+let gatheredRound = 16
+let gathered = try perRecipient(small: 100, large: 200, events: 20) { try gatheredDelivery(connections: $0, rounds: $1, perRound: gatheredRound) }
+print(#"{"scenario":"gathered delivery (16 frames per round)","allocations_per_recipient_per_round":\#(gathered.perRecipient),"allocations_per_round":\#(gathered.perEvent)}"#)
+if gathered.perRecipient > 3.001 { failures.append("gathered delivery: \(gathered.perRecipient) allocations per recipient per round of \(gatheredRound) frames (budget 3)") }
 
 let cycle = try subscribeCycle(cycles: 200)
 print(#"{"scenario":"subscribe cycle","allocations_per_cycle":\#(cycle),"budget":\#(cycleBudget)}"#)

@@ -97,21 +97,28 @@ public struct OutboundStateMachine {
             if let gathered = takeGathered() { return .two(gathered, frame) }
             return .one(frame)
         }
-        guard let first = outbox else {
+        // No local copy of `outbox` may be alive while it is appended to: the buffer would
+        // not be uniquely referenced, and every append would copy the whole outbox.
+        if outbox == nil {
             outbox = frame
             outboxIsShared = true
             return .none
         }
         if outboxIsShared {
             // A second frame this round: gather both into a buffer of our own.
-            var own = Self.allocator.buffer(capacity: max(512, (first.readableBytes + size) * 4))
-            own.writeImmutableBuffer(first)
-            outbox = own
+            outbox = Self.ownCopy(of: outbox, adding: size)
             outboxIsShared = false
         }
         outbox?.writeImmutableBuffer(frame)
         if gatheredBytes >= Self.outboxLimit, let gathered = takeGathered() { return .one(gathered) }
         return .none
+    }
+
+    private static func ownCopy(of shared: ByteBuffer?, adding size: Int) -> ByteBuffer? {
+        guard let shared else { return nil }
+        var own = allocator.buffer(capacity: max(512, (shared.readableBytes + size) * 4))
+        own.writeImmutableBuffer(shared)
+        return own
     }
 
     /// The outbox, to be written now (a flush round, or before a frame of the connection's
