@@ -291,6 +291,7 @@ let package = Package(
             dependencies: [
                 "SwitchboardServer", "SwitchboardKernel", "SwitchboardConfig", "SwitchboardCore", "JSONPlugin",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),

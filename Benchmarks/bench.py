@@ -345,7 +345,7 @@ def merge(reports, publisher, started_nanos):
     return result
 
 
-def run_scenario(name, server_class, scale, settle, rate=None, topics=None):
+def run_scenario(name, server_class, scale, settle, rate=None, topics=None, duration=None):
     description, params, sb_path, nchan_path = SCENARIOS[name]
     if rate and params.get("rate"):
         params = dict(params, rate=rate)
@@ -361,6 +361,8 @@ def run_scenario(name, server_class, scale, settle, rate=None, topics=None):
             params[key] = max(1, int(params[key] * scale))
     if params.get("duration") and scale < 1:
         params["duration"] = max(2, params["duration"] * scale)
+    if duration and params.get("rate") and params.get("duration"):
+        params["duration"] = duration
     if pair:
         server = switchboard_pair() if server_class is Switchboard else nchan_pair()
     else:
@@ -456,6 +458,7 @@ def main():
     parser.add_argument("--out", default=str(ROOT / "Benchmarks/results/latest.jsonl"))
     parser.add_argument("--flush-interval", help="Switchboard's flush_interval, e.g. 0s or 5ms")
     parser.add_argument("--rate", type=int, help="events/s for the scenarios that publish at a rate (instead of 1,000)")
+    parser.add_argument("--duration", type=float, help="seconds of publishing for the scenarios that publish at a rate (instead of 20 x scale)")
     parser.add_argument("--topics", type=int, help="topics for the scenarios spread over several (e; instead of 1,000)")
     parser.add_argument("--check", action="store_true", help="fail unless every run delivered every expected message (the CI smoke run)")
     parser.add_argument("--floor", action="store_true", help="each round, also run Benchmarks/Floor/loopback_floor.c at (a)'s connection count")
@@ -478,7 +481,7 @@ def main():
         for round_number in range(options.repeat):
             for name in options.scenarios:
                 for server_class in servers:
-                    result = run_scenario(name, server_class, options.scale, options.settle, options.rate, options.topics)
+                    result = run_scenario(name, server_class, options.scale, options.settle, options.rate, options.topics, options.duration)
                     if result is not None and options.topics:
                         result["topics"] = options.topics
                     if result is None:

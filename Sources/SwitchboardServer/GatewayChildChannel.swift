@@ -224,7 +224,8 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
                             remoteAddress: channel.remoteAddress?.ipAddress,
                             request: admitted.request,
                             attachedGuards: admitted.attachedGuards,
-                            pipeline: admitted.pipeline
+                            pipeline: admitted.pipeline,
+                            allowsDirectWrites: !secure
                         )
                         handler.table = endpoints
                         try channel.pipeline.syncOperations.addHandler(handler)

@@ -37,13 +37,34 @@ extension WebSocketConnectionHandler {
         guard registered, let output else { return false }
         let gathered = outbound.takeGathered()
         // The state machine's access has ended: NIO may call back into us from here on.
-        // One pipeline call for the round's write and its flush, not two.
         if let gathered {
-            output.writeAndFlush(NIOAny(gathered), promise: nil)
-        } else {
+            send(gathered, via: output)
+        } else if directSocket?.nioNeedsFlush ?? true {
             output.flush()
         }
         return true
+    }
+
+    /// Hands bytes to the socket: straight to the kernel while NIO holds nothing for it
+    /// (``DirectSocket``), through the pipeline otherwise and for whatever the kernel did
+    /// not take. Flushes unless `flush` is false (the caller flushes after a batch).
+    func send(_ first: ByteBuffer, _ second: ByteBuffer? = nil, via output: ChannelHandlerContext, flush: Bool = true) {
+        var first = first
+        var second = second
+        if var socket = directSocket {
+            let rest = socket.write(first, second, channel: output.channel)
+            directSocket = socket
+            guard let rest else { return }
+            (first, second) = rest
+        }
+        if flush && second == nil {
+            // One pipeline call for the write and its flush, not two.
+            output.writeAndFlush(NIOAny(first), promise: nil)
+            return
+        }
+        output.write(NIOAny(first), promise: nil)
+        if let second { output.write(NIOAny(second), promise: nil) }
+        if flush { output.flush() }
     }
 
     // MARK: frames of the connection's own
@@ -91,12 +112,10 @@ extension WebSocketConnectionHandler {
         case .none:
             return
         case .one(let buffer):
-            output.write(NIOAny(buffer), promise: nil)
+            send(buffer, via: output)
         case .two(let first, let second):
-            output.write(NIOAny(first), promise: nil)
-            output.write(NIOAny(second), promise: nil)
+            send(first, second, via: output)
         }
-        output.flush()
     }
 
     /// A control frame or echo of this connection's own, sent with the next flush round.
@@ -141,13 +160,13 @@ extension WebSocketConnectionHandler {
     /// again is recorded by a nested `channelWritabilityChanged`, which ends the loop.
     private func drain(_ output: ChannelHandlerContext) {
         if let gathered = outbound.takeGathered() {
-            output.write(NIOAny(gathered), promise: nil)
+            send(gathered, via: output, flush: false)
         }
         while let frame = outbound.nextQueued() {
             shard.queuedFrames -= 1
-            output.write(NIOAny(compressedForDedicated(frame)), promise: nil)
+            send(compressedForDedicated(frame), via: output, flush: false)
         }
-        output.flush()
+        if directSocket?.nioNeedsFlush ?? true { output.flush() }
     }
 
     // MARK: closing
@@ -174,6 +193,7 @@ extension WebSocketConnectionHandler {
         // close. Queued ones are dropped: the peer is not reading them.
         shard.queuedFrames -= outbound.queuedCount
         let gathered = outbound.close()
+        directSocket?.handedToNIO()
         if let gathered { output.write(NIOAny(gathered), promise: nil) }
         let frame = ServerFrame.close(code: code, reason: reason)
         let channel = context.channel
@@ -202,6 +222,7 @@ extension WebSocketConnectionHandler {
         if violation { runtime.closedForCause.add(1, ordering: .relaxed) }
         shard.queuedFrames -= outbound.queuedCount
         let gathered = outbound.close()
+        directSocket?.handedToNIO()
         if let gathered { output.write(NIOAny(gathered), promise: nil) }
         let channel = context.channel
         // A peer that does not read our answer is not waited for beyond the close timeout.

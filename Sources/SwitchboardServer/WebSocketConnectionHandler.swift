@@ -59,6 +59,11 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber,
     /// there is no encoder in the pipeline (tests on an embedded channel).
     var output: ChannelHandlerContext?
     var registered = false
+    /// The socket itself, written below NIO's pipeline (plain TCP listeners; nil on TLS, on
+    /// test channels, or when the descriptor could not be verified).
+    var directSocket: DirectSocket?
+    /// Whether ``directSocket`` may be used (false when TLS sits in the pipeline).
+    let allowsDirectWrites: Bool
     /// A `read` held back while the socket was not writable.
     var readPending = false
     /// Whether this connection already logged that its policy dropped frames.
@@ -92,8 +97,10 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber,
         remoteAddress: String? = nil,
         request: UpgradeRequest? = nil,
         attachedGuards: AttachedGuards? = nil,
-        pipeline decided: EndpointPipeline? = nil
+        pipeline decided: EndpointPipeline? = nil,
+        allowsDirectWrites: Bool = false
     ) {
+        self.allowsDirectWrites = allowsDirectWrites
         self.runtime = runtime
         self.pipeline = decided ?? runtime.pipeline
         self.request = request
@@ -144,7 +151,9 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber,
 
     public func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        self.output = (try? context.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)) ?? context
+        let encoder = try? context.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)
+        self.output = encoder ?? context
+        if allowsDirectWrites, encoder != nil { directSocket = DirectSocket.of(context.channel) }
         registered = true
         runtime.connections.add(1, ordering: .relaxed)
         runtime.accepted.add(1, ordering: .relaxed)
@@ -197,6 +206,7 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber,
         }
         context = nil
         output = nil
+        directSocket = nil
     }
 
     public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {

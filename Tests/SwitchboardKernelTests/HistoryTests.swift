@@ -96,10 +96,12 @@ import Testing
     }
 
     @Test func ttlExpiresEventsButNotTheOffset() async throws {
-        let kernel = kernel(size: 100, ttl: 50_000_000)
+        // 400 ms: long enough that event 4 cannot expire between its publish and the replay
+        // below on a loaded machine (50 ms did, once, while other suites ran in parallel).
+        let kernel = kernel(size: 100, ttl: 400_000_000)
         for n in 1...3 { kernel.publish(Event(topic: "news", type: "n", data: .int(Int64(n)))) }
         try await settle(kernel)
-        try await Task.sleep(for: .milliseconds(120))
+        try await Task.sleep(for: .milliseconds(500))
         let expired = try await replay(kernel, "news", SubscribeOptions(since: StreamPosition(epoch: "e1", offset: 1)))
         #expect(expired.history == SubscriptionHistory(position: StreamPosition(epoch: "e1", offset: 3), recovered: false))
         kernel.publish(Event(topic: "news", type: "n", data: .int(4)))
