@@ -235,7 +235,7 @@ let package = Package(
         .executableTarget(
             name: "AllocationBudget",
             dependencies: [
-                "CMallocCounter", "SwitchboardCore", "SwitchboardKernel", "SwitchboardServer", "JSONPlugin",
+                "CMallocCounter", "SwitchboardCore", "SwitchboardKernel", "SwitchboardServer", "SwitchboardTesting", "JSONPlugin",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
@@ -289,7 +289,7 @@ let package = Package(
         .testTarget(
             name: "SwitchboardServerTests",
             dependencies: [
-                "SwitchboardServer", "SwitchboardKernel", "SwitchboardConfig", "SwitchboardCore", "JSONPlugin",
+                "SwitchboardServer", "SwitchboardKernel", "SwitchboardConfig", "SwitchboardCore", "SwitchboardTesting", "JSONPlugin",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

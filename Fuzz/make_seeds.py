@@ -10,6 +10,7 @@ Targets with control bytes in front of the data (see each Fuzz/Sources/Fuzz*.swi
   resp           2 bytes: cut position, parser limits (0xff = generous)
   inflate        3 bytes: flags (window bits - 8, reset, two messages), limit/settings, cut/level
   deflate-offer  1 byte:  endpoint policy
+  websocket-wire 1 byte:  frame limit (bits 0-1), bytes per read - 1 (bits 2-7)
 """
 
 import os
@@ -301,6 +302,40 @@ def deflate_offer_seeds():
     offer("quoted-comma", shared_15, 'permessage-deflate; x="a,b;c", permessage-deflate;client_max_window_bits=09')
 
 
+def client_frame(opcode, payload, fin=True, key=b"\x01\x02\x03\x04", length_form=None):
+    first = opcode | (0x80 if fin else 0)
+    mask = 0x80 if key is not None else 0
+    n = len(payload)
+    form = length_form or ("short" if n < 126 else "word" if n <= 0xFFFF else "quad")
+    if form == "short":
+        header = struct.pack("!BB", first, mask | n)
+    elif form == "word":
+        header = struct.pack("!BBH", first, mask | 126, n)
+    else:
+        header = struct.pack("!BBQ", first, mask | 127, n)
+    if key is None:
+        return header + payload
+    masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    return header + key + masked
+
+
+def wire_seeds():
+    reset("websocket-wire")
+    whole, bytewise = 0x01 | (63 << 2), 0x01
+    write("websocket-wire", "text", bytes([whole]) + client_frame(0x1, b'{"type":"subscribe","data":"orders"}'))
+    write("websocket-wire", "text-bytewise", bytes([bytewise]) + client_frame(0x1, b'{"type":"ping"}'))
+    write("websocket-wire", "fragments", bytes([0x01 | (6 << 2)]) + client_frame(0x1, b"ab", fin=False) + client_frame(0x9, b"") + client_frame(0x0, b"cd"))
+    write("websocket-wire", "word-length", bytes([0x02 | (31 << 2)]) + client_frame(0x2, bytes(300)))
+    write("websocket-wire", "quad-length", bytes([0x02 | (63 << 2)]) + client_frame(0x2, bytes(200), length_form="quad"))
+    write("websocket-wire", "too-big", bytes([0x00 | (3 << 2)]) + client_frame(0x2, bytes(200)))
+    write("websocket-wire", "top-bit-length", bytes([whole]) + struct.pack("!BBQ", 0x82, 0xFF, 1 << 63) + b"\x01\x02\x03\x04")
+    write("websocket-wire", "long-ping", bytes([whole]) + client_frame(0x9, bytes(126)))
+    write("websocket-wire", "fragmented-ping", bytes([whole]) + client_frame(0x9, b"x", fin=False))
+    write("websocket-wire", "unmasked", bytes([whole]) + client_frame(0x1, b"hello", key=None))
+    write("websocket-wire", "close", bytes([bytewise]) + client_frame(0x8, struct.pack("!H", 1000) + b"bye"))
+    write("websocket-wire", "two-in-one-read", bytes([whole]) + client_frame(0x1, b"a") + client_frame(0xA, b"p"))
+
+
 if __name__ == "__main__":
     json_seeds()
     client_message_seeds()
@@ -309,6 +344,7 @@ if __name__ == "__main__":
     inflate_seeds()
     config_seeds()
     deflate_offer_seeds()
+    wire_seeds()
     total = 0
     for directory, _, files in os.walk(CORPUS):
         for name in files:

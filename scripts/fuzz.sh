@@ -16,7 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TARGETS=(json client-message msgpack resp inflate config deflate-offer websocket-frames)
+TARGETS=(json client-message msgpack resp inflate config deflate-offer websocket-frames websocket-wire)
 SCRATCH=.build-fuzz
 BINARY=$SCRATCH/release/SwitchboardFuzz
 

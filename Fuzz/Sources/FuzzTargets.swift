@@ -26,6 +26,7 @@ let fuzzTargets: [FuzzTarget] = [
     FuzzTarget(name: "config", summary: "ConfigurationLoader.load(yaml:file:) with the json encoder and webhook source") { fuzzConfig($0) },
     FuzzTarget(name: "deflate-offer", summary: "Sec-WebSocket-Extensions offers: PerMessageDeflate.parseOffers/negotiate") { fuzzDeflateOffer($0) },
     FuzzTarget(name: "websocket-frames", summary: "client frames through WebSocketInboundStateMachine: reassembly, limits, inflate, UTF-8, close handshake") { fuzzWebSocketFrames($0) },
+    FuzzTarget(name: "websocket-wire", summary: "a client's raw bytes through WebSocketFrameParser, cut into reads: header forms, masks, limits") { fuzzWebSocketWire($0) },
 ]
 
 /// The target named by `SWITCHBOARD_FUZZ_TARGET`, looked up once; any other value prints

@@ -2,28 +2,22 @@ import NIOCore
 import NIOHTTP1
 import NIOWebSocket
 
-/// NIO's WebSocket upgrader, with the frame decoder's limit chosen per connection.
+/// NIO's WebSocket handshake (key, version, `Sec-WebSocket-Accept`) without NIO's codec.
 ///
-/// `NIOTypedWebSocketServerUpgrader` takes one `maxFrameSize` for every upgrade on the port,
-/// so with it the decoder would buffer a frame up to the largest `max_message_size` of all
-/// endpoints before the endpoint's own, smaller limit could refuse it. The endpoint is only
-/// known once `shouldUpgrade` has run; this upgrader keeps NIO's handshake (key, version,
-/// `Sec-WebSocket-Accept`) and builds the codec itself afterwards, with the limit of the
-/// endpoint that accepted the request.
+/// The connection handler parses the client's frames itself (`WebSocketFrameParser`, with
+/// the limit of the endpoint that accepted the request, which is only known once
+/// `shouldUpgrade` has run) and writes complete frames as bytes, so the pipeline gets no
+/// frame decoder or encoder: two pipeline entries, a `ByteToMessageHandler` with its
+/// buffers and an encoder's header buffer less per connection.
 struct EndpointWebSocketUpgrader<UpgradeResult: Sendable>: NIOTypedHTTPServerProtocolUpgrader {
     private let handshake: NIOTypedWebSocketServerUpgrader<UpgradeResult>
-    private let maxFrameSize: @Sendable (any Channel) -> Int
     private let upgradePipelineHandler: @Sendable (any Channel, HTTPRequestHead) -> EventLoopFuture<UpgradeResult>
 
     /// - Parameters:
     ///   - shouldUpgrade: as NIO's; `nil` refuses the upgrade.
-    ///   - maxFrameSize: the largest frame payload the decoder accepts on this channel, read
-    ///     after `shouldUpgrade` succeeded (on the channel's loop). Clamped to 125 (every
-    ///     control frame fits) … `UInt32.max`.
-    ///   - upgradePipelineHandler: called after the codec is in the pipeline.
+    ///   - upgradePipelineHandler: installs the connection's handler once the 101 is out.
     init(
         shouldUpgrade: @escaping @Sendable (any Channel, HTTPRequestHead) -> EventLoopFuture<HTTPHeaders?>,
-        maxFrameSize: @escaping @Sendable (any Channel) -> Int,
         upgradePipelineHandler: @escaping @Sendable (any Channel, HTTPRequestHead) -> EventLoopFuture<UpgradeResult>
     ) {
         self.handshake = NIOTypedWebSocketServerUpgrader(
@@ -31,7 +25,6 @@ struct EndpointWebSocketUpgrader<UpgradeResult: Sendable>: NIOTypedHTTPServerPro
             shouldUpgrade: shouldUpgrade,
             upgradePipelineHandler: { channel, _ in channel.eventLoop.makeFailedFuture(ChannelError.inappropriateOperationForState) }
         )
-        self.maxFrameSize = maxFrameSize
         self.upgradePipelineHandler = upgradePipelineHandler
     }
 
@@ -43,12 +36,6 @@ struct EndpointWebSocketUpgrader<UpgradeResult: Sendable>: NIOTypedHTTPServerPro
     }
 
     func upgrade(channel: any Channel, upgradeRequest: HTTPRequestHead) -> EventLoopFuture<UpgradeResult> {
-        let limit = min(max(125, maxFrameSize(channel)), Int(UInt32.max))
-        return channel.eventLoop.makeCompletedFuture {
-            try channel.pipeline.syncOperations.addHandler(WebSocketFrameEncoder())
-            try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: limit)))
-        }.flatMap {
-            upgradePipelineHandler(channel, upgradeRequest)
-        }
+        upgradePipelineHandler(channel, upgradeRequest)
     }
 }

@@ -191,15 +191,6 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
                     }
                     return Self.decide(head: head, channel: channel, endpoints: endpoints, kernel: kernel, admission: admission, refusal: refusal)
                 },
-                // The accepting endpoint's own limit: a frame past it is refused (1009) as
-                // soon as its header arrives, not buffered first. A compressed frame of
-                // incompressible data is a little larger than its message (deflate's stored
-                // blocks: 5 bytes per 64 KiB); the inflated size has its own limit.
-                maxFrameSize: { _ in
-                    guard let admitted = admission.value else { return 125 }
-                    let limit = admitted.pipeline.maxMessageSize
-                    return admitted.compression == nil ? limit : limit + limit / 1024 + 64  // limit ≤ 64 MiB
-                },
                 upgradePipelineHandler: { channel, _ in
                     handshakeTimer.cancel()
                     return channel.eventLoop.makeCompletedFuture {

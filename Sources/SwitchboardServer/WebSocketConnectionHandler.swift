@@ -1,6 +1,5 @@
 import Logging
 import NIOCore
-import NIOWebSocket
 import SwitchboardConfig
 import SwitchboardCore
 import SwitchboardKernel
@@ -16,14 +15,16 @@ import Synchronization
 /// `write`, `flush` and `close` (writability changes, `channelInactive`, errors), so those
 /// callbacks always find every state machine between two calls, never inside one.
 ///
-/// NIO's `WebSocketFrameDecoder` sits below this handler. Outbound, the handler writes
-/// complete frames as bytes through the context of NIO's `WebSocketFrameEncoder` (which
-/// the upgrader installs and which cannot be removed), so they go straight to the socket:
-/// prepared broadcast frames, shared by every recipient, are never framed again. Reading
+/// Inbound, the handler parses the client's frames from the socket's bytes itself
+/// (``WebSocketFrameParser``: nothing held between frames). Outbound, the handler writes
+/// complete frames as bytes — with one `send` to the socket itself while NIO holds nothing
+/// for it (``DirectSocket``), else through its own context, which no other handler follows
+/// on plain TCP — so prepared broadcast frames, shared by every recipient, are never
+/// framed again. The pipeline has no frame encoder (`EndpointWebSocketUpgrader`). Reading
 /// stops while the socket is not writable, so a client that sends without reading cannot
 /// make the gateway buffer answers for it.
 public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber, WheelTimed {
-    public typealias InboundIn = WebSocketFrame
+    public typealias InboundIn = ByteBuffer
     public typealias OutboundIn = ByteBuffer
     public typealias OutboundOut = ByteBuffer
 
@@ -55,8 +56,8 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber,
     public var isPendingFlush = false
 
     var context: ChannelHandlerContext?
-    /// Where raw frame bytes are written: below the frame encoder, or our own context if
-    /// there is no encoder in the pipeline (tests on an embedded channel).
+    /// Where raw frame bytes are written through NIO: this handler's context, so they pass
+    /// no other handler on their way to the socket (or to NIOSSL, with TLS).
     var output: ChannelHandlerContext?
     var registered = false
     /// The socket itself, written below NIO's pipeline (plain TCP listeners; nil on TLS, on
@@ -74,6 +75,7 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber,
     /// Bytes NIO held for the socket at the last heartbeat tick while it was not writable.
     var bufferedAtLastTick = Int.max
 
+    var parser: WebSocketFrameParser
     var inbound: WebSocketInboundStateMachine
     var session: ClientSession
     var outbound: OutboundStateMachine
@@ -117,6 +119,7 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber,
         let decompression = compression.map {
             InboundDecompression(windowBits: $0.agreement.clientWindowBits, noContextTakeover: $0.agreement.clientNoContextTakeover, shard: shard)
         }
+        self.parser = WebSocketFrameParser(maxFrameSize: Self.maxFrameSize(maxMessageSize: pipeline.maxMessageSize, compressed: compression != nil))
         self.inbound = WebSocketInboundStateMachine(maxMessageSize: pipeline.maxMessageSize, decompression: decompression)
         self.session = ClientSession(principal: principal)
         self.outbound = OutboundStateMachine(
@@ -135,6 +138,15 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber,
         self.messageRate = pipeline.maxMessageRate.map { TokenBucket(rate: $0, burst: $0 * 2, now: now) }
     }
 
+    /// The largest frame payload taken: a frame past it is refused (1009) as soon as its
+    /// header arrives, not buffered first. A compressed frame of incompressible data is a
+    /// little larger than its message (deflate's stored blocks: 5 bytes per 64 KiB); the
+    /// inflated size has its own limit. At least 125 (every control frame fits).
+    static func maxFrameSize(maxMessageSize limit: Int, compressed: Bool) -> Int {
+        let limit = min(max(0, limit), 1 << 40)
+        return max(125, compressed ? limit + limit / 1024 + 64 : limit)
+    }
+
     /// The logger with this connection's endpoint and remote address.
     var logger: Logger {
         var logger = baseLogger
@@ -151,9 +163,8 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber,
 
     public func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        let encoder = try? context.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)
-        self.output = encoder ?? context
-        if allowsDirectWrites, encoder != nil { directSocket = DirectSocket.of(context.channel) }
+        self.output = context
+        if allowsDirectWrites { directSocket = DirectSocket.of(context.channel) }
         registered = true
         runtime.connections.add(1, ordering: .relaxed)
         runtime.accepted.add(1, ordering: .relaxed)
@@ -231,21 +242,21 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber,
     }
 
     public func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if let error = error as? NIOWebSocketError {
-            // The frame decoder cannot read past its error, so the peer's close frame would
-            // never arrive: close the socket as soon as our close frame is out.
-            switch error {
-            case .invalidFrameLength:
-                runtime.refusals.record(.messageTooBig)
-                failConnection(code: 1009, reason: "message too big", closeSocketAfterSending: true)
-            default:
-                runtime.refusals.record(.protocolError)
-                failConnection(code: 1002, reason: "protocol error", closeSocketAfterSending: true)
-            }
-            return
-        }
         logger.debug("connection error", metadata: ["error": "\(error)"])
         context.close(promise: nil)
+    }
+
+    /// The parser cannot read past its failure, so the peer's close frame would never
+    /// arrive: close the socket as soon as our close frame is out.
+    private func frameRefused(_ failure: WebSocketFrameParser.Failure) {
+        switch failure {
+        case .frameTooLarge:
+            runtime.refusals.record(.messageTooBig)
+            failConnection(code: 1009, reason: "message too big", closeSocketAfterSending: true)
+        case .fragmentedControlFrame, .controlFrameTooLong:
+            runtime.refusals.record(.protocolError)
+            failConnection(code: 1002, reason: "protocol error", closeSocketAfterSending: true)
+        }
     }
 
     // MARK: inbound
@@ -261,7 +272,19 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber,
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let frame = unwrapInboundIn(data)
+        parser.append(unwrapInboundIn(data))
+        // Each step is one short call into the parser: what a frame leads to (writes, a
+        // close, even a nested read when a write fails) finds the parser between two calls.
+        while registered, let next = parser.next() {
+            switch next {
+            case .success(let frame): received(frame)
+            case .failure(let failure): frameRefused(failure)
+            }
+        }
+        parser.finishRead()
+    }
+
+    private func received(_ frame: WebSocketInboundStateMachine.Frame) {
         let now = Self.now()
         if heartbeat.heard(now: now) {
             // The answer to a ping: the next one is due an interval from now.
@@ -269,23 +292,16 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber,
         }
         // Every frame but a close counts toward the endpoint's message rate, fragments and
         // control frames included: an endless run of empty continuation frames is a flood too.
-        if frame.opcode != .connectionClose, inbound.isOpen, messageRate != nil, messageRate?.take(now: now) == false {
+        if frame.opcode != ServerFrame.Opcode.close.rawValue, inbound.isOpen, messageRate != nil, messageRate?.take(now: now) == false {
             runtime.refusals.record(.messageRate)
             failConnection(code: 1008, reason: "message rate exceeded")
             return
         }
-        let action = inbound.received(
-            .init(
-                opcode: UInt8(webSocketOpcode: frame.opcode),
-                fin: frame.fin, rsv1: frame.rsv1, rsv2: frame.rsv2, rsv3: frame.rsv3,
-                masked: frame.maskKey != nil,
-                payload: frame.unmaskedData
-            )
-        )
+        let action = inbound.received(frame)
         switch action {
         case .none:
             // Control frames count toward the message rate too (a pong or close flood).
-            if frame.opcode == .pong { _ = admitMessage(now: now, control: true) }
+            if frame.opcode == ServerFrame.Opcode.pong.rawValue { _ = admitMessage(now: now, control: true) }
         case .message(let text, let payload):
             guard admitMessage(now: now, control: false) else { return }
             handleMessage(text: text, payload: payload)
@@ -296,7 +312,7 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber,
             if violation { runtime.refusals.record(.protocolError) }
             closeAfterPeer(code: code, reason: reason, violation: violation)
         case .closeHandshakeDone:
-            context.close(promise: nil)
+            context?.close(promise: nil)
         case .fail(let code, let reason):
             runtime.refusals.record(code == 1009 ? .messageTooBig : .protocolError)
             failConnection(code: code, reason: reason)

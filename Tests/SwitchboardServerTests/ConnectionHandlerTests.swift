@@ -8,8 +8,27 @@ import SwitchboardConfig
 import SwitchboardCore
 import SwitchboardKernel
 import SwitchboardServer
+import SwitchboardTesting
 import Synchronization
 import Testing
+
+extension WebSocketFrame {
+    /// The frame as a client sends it; `data` is taken as it is (masked by the test).
+    var wireBytes: ByteBuffer {
+        clientFrameBytes(
+            opcode: UInt8(webSocketOpcode: opcode), fin: fin, rsv1: rsv1, rsv2: rsv2, rsv3: rsv3,
+            maskKey: maskKey.map { Array($0) }, payload: data
+        )
+    }
+}
+
+extension EmbeddedChannel {
+    /// A client frame arrives as bytes, as from a socket (the handler parses frames itself).
+    @discardableResult
+    func writeInbound(_ frame: WebSocketFrame) throws -> BufferState {
+        try writeInbound(frame.wireBytes)
+    }
+}
 
 /// Stands in for the socket at the head of the pipeline, the way NIO's socket channel
 /// behaves: a write that takes the pending bytes past the high-water mark makes the channel
@@ -47,7 +66,7 @@ final class SocketSimulator: ChannelDuplexHandler {
             promise?.fail(ChannelError.ioOnClosedChannel)
             if let frame = readOnFailure {
                 readOnFailure = nil
-                context.fireChannelRead(NIOAny(frame))
+                context.fireChannelRead(NIOAny(frame.wireBytes))
             }
             context.close(promise: nil)
             return
