@@ -71,11 +71,29 @@ enum ConnectionCommand: Sendable {
 /// One open connection as the gateway sees it from outside.
 struct OpenConnection: Sendable {
     let channel: any Channel
+    /// What most connections do not have, out of line: an entry of the registry is kept
+    /// for every open connection.
+    private let extras: Extras?
+
+    private final class Extras: Sendable {
+        let request: UpgradeRequest?
+        let end: (@Sendable () -> Void)?
+        init(request: UpgradeRequest?, end: (@Sendable () -> Void)?) {
+            self.request = request
+            self.end = end
+        }
+    }
+
+    init(channel: any Channel, request: UpgradeRequest?, end: (@Sendable () -> Void)? = nil) {
+        self.channel = channel
+        self.extras = request == nil && end == nil ? nil : Extras(request: request, end: end)
+    }
+
     /// The upgrade request without its handshake headers, for re-running filters.
-    let request: UpgradeRequest?
+    var request: UpgradeRequest? { extras?.request }
     /// Ends a stream that is not a WebSocket (SSE): every command ends it, and the client
     /// reconnects through the filters and settings in force.
-    var end: (@Sendable () -> Void)? = nil
+    var end: (@Sendable () -> Void)? { extras?.end }
 
     func send(_ command: ConnectionCommand) {
         if let end { end() } else { channel.pipeline.fireUserInboundEventTriggered(command) }

@@ -132,6 +132,18 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
         self.logger = logger
     }
 
+    /// The handshake timeout of one socket, dropped once cancelled.
+    final class HandshakeTimer: Sendable {
+        private let scheduled: Mutex<Scheduled<Void>?>
+        init(_ scheduled: Scheduled<Void>) { self.scheduled = Mutex(scheduled) }
+        func cancel() {
+            scheduled.withLock {
+                $0?.cancel()
+                $0 = nil
+            }
+        }
+    }
+
     /// Refused before any handler: why, as a raw HTTP response.
     struct ConnectionRefused: Error {}
 
@@ -164,10 +176,14 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
         channel.closeFuture.whenComplete { _ in limits.connections.release(address) }
         // Until the request head (or the upgrade) is complete; cancelled by either.
         // A probe-only socket gets one second: silent sockets must not hold the probe headroom.
-        let handshakeTimer = channel.eventLoop.scheduleTask(in: probesOnly ? min(limits.handshakeTimeout, .seconds(1)) : limits.handshakeTimeout) {
+        let scheduled = channel.eventLoop.scheduleTask(in: probesOnly ? min(limits.handshakeTimeout, .seconds(1)) : limits.handshakeTimeout) {
             limits.refusals.record(.handshakeTimeout)
             channel.close(promise: nil)
         }
+        // Cancelled by the upgrade, the first request or the close. The close-future callback
+        // holds the box, not the timer: once cancelled and dropped, the timer's promise and
+        // closures are not kept for the life of the connection.
+        let handshakeTimer = HandshakeTimer(scheduled)
         channel.closeFuture.whenComplete { _ in handshakeTimer.cancel() }
         return channel.eventLoop.makeCompletedFuture {
             // Real-time traffic: never hold small frames back for Nagle's algorithm.
@@ -212,7 +228,6 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
                             principal: admitted.principal,
                             shard: shard,
                             logger: connectionLogger,
-                            remoteAddress: channel.remoteAddress?.ipAddress,
                             request: admitted.request,
                             attachedGuards: admitted.attachedGuards,
                             pipeline: admitted.pipeline,

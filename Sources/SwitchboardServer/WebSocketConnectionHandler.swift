@@ -38,10 +38,6 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber,
     /// Per-connection filter state (rate limits); released by `attachedGuards` on close.
     var guards: [any ConnectionGuard]
     let attachedGuards: AttachedGuards?
-    /// The upgrade request (handshake headers dropped), kept for re-running filters;
-    /// forgotten once the client refreshes its credential in-band (the request no longer
-    /// says who the connection is: a filter reload then closes it to reconnect).
-    var request: UpgradeRequest?
     /// The gateway's endpoint table: an upgrade that completes after a drain or a reload
     /// took its snapshot of open connections is closed here (``closeIfStale()``).
     var table: EndpointTable?
@@ -49,7 +45,6 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber,
     /// The server's logger, without per-connection metadata: that is added only when a
     /// line is logged (a metadata dictionary per idle connection costs ~900 bytes).
     let baseLogger: Logger
-    let remoteAddress: String?
 
     public let variant: VariantID
     public var lastDeliverySequence: UInt64 = 0
@@ -69,9 +64,6 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber,
     var readPending = false
     /// Whether this connection already logged that its policy dropped frames.
     var loggedDrops = false
-    /// Topics resumed from the shared history store: live events up to this offset were
-    /// in the replay (or precede it) and are skipped. Empty almost always.
-    var resumeFloors: [String: StreamPosition] = [:]
     /// Bytes NIO held for the socket at the last heartbeat tick while it was not writable.
     var bufferedAtLastTick = Int.max
 
@@ -83,9 +75,49 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber,
     var messageRate: TokenBucket?
     /// The next heartbeat tick, in the loop's ``TimerWheel`` (no scheduled task per connection).
     public var wheelSlot = WheelSlot.none
-    var closeTimer: Scheduled<Void>?
+    /// State most connections never use, out of line so that an idle connection does not
+    /// carry it (nil until something is stored).
+    private var cold: ColdState?
+
+    final class ColdState {
+        var request: UpgradeRequest?
+        var closeTimer: Scheduled<Void>?
+        var expiryTask: Scheduled<Void>?
+        var resumeFloors: [String: StreamPosition] = [:]
+    }
+
+    private func coldState() -> ColdState {
+        if let cold { return cold }
+        let created = ColdState()
+        cold = created
+        return created
+    }
+
+    /// The upgrade request (handshake headers dropped), kept for re-running filters;
+    /// forgotten once the client refreshes its credential in-band (the request no longer
+    /// says who the connection is: a filter reload then closes it to reconnect).
+    var request: UpgradeRequest? {
+        get { cold?.request }
+        set { if newValue != nil || cold != nil { coldState().request = newValue } }
+    }
+    /// Closes the socket when the peer does not answer our close frame in time.
+    var closeTimer: Scheduled<Void>? {
+        get { cold?.closeTimer }
+        set { if newValue != nil || cold != nil { coldState().closeTimer = newValue } }
+    }
     /// Closes the connection when the principal's credential expires.
-    var expiryTask: Scheduled<Void>?
+    var expiryTask: Scheduled<Void>? {
+        get { cold?.expiryTask }
+        set { if newValue != nil || cold != nil { coldState().expiryTask = newValue } }
+    }
+    /// Topics resumed from the shared history store: live events up to this offset were
+    /// in the replay (or precede it) and are skipped. Empty almost always.
+    var resumeFloors: [String: StreamPosition] {
+        get { cold?.resumeFloors ?? [:] }
+        set { if !newValue.isEmpty || cold != nil { coldState().resumeFloors = newValue } }
+    }
+    /// The peer's address, for log lines (read from the channel, which keeps it).
+    var remoteAddress: String? { context?.channel.remoteAddress?.ipAddress }
 
     public init(
         runtime: EndpointRuntime,
@@ -96,7 +128,6 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber,
         principal: Principal?,
         shard: LoopShard,
         logger: Logger,
-        remoteAddress: String? = nil,
         request: UpgradeRequest? = nil,
         attachedGuards: AttachedGuards? = nil,
         pipeline decided: EndpointPipeline? = nil,
@@ -105,7 +136,6 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber,
         self.allowsDirectWrites = allowsDirectWrites
         self.runtime = runtime
         self.pipeline = decided ?? runtime.pipeline
-        self.request = request
         self.attachedGuards = attachedGuards
         self.choice = choice
         self.variant = variant
@@ -114,7 +144,6 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber,
         self.guards = guards
         self.shard = shard
         self.baseLogger = logger
-        self.remoteAddress = remoteAddress
         let pipeline = self.pipeline
         let decompression = compression.map {
             InboundDecompression(windowBits: $0.agreement.clientWindowBits, noContextTakeover: $0.agreement.clientNoContextTakeover, shard: shard)
@@ -136,6 +165,7 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber,
             now: now
         )
         self.messageRate = pipeline.maxMessageRate.map { TokenBucket(rate: $0, burst: $0 * 2, now: now) }
+        self.request = request
     }
 
     /// The largest frame payload taken: a frame past it is refused (1009) as soon as its
