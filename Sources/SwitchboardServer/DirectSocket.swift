@@ -2,8 +2,13 @@
 import Glibc
 #elseif canImport(Musl)
 import Musl
+#elseif canImport(Darwin)
+import Darwin
 #endif
 import NIOCore
+
+// Linux only (`MSG_NOSIGNAL`, the descriptor layout checked against Linux's NIO): elsewhere
+// `DirectSocket.of` finds nothing and every write goes through NIO.
 
 /// A WebSocket connection's socket written with one `send`/`sendmsg` system call per flush
 /// round, below NIO's pipeline: no pipeline walk, no pending-write entry, no promise and
@@ -30,7 +35,9 @@ import NIOCore
 package struct DirectSocket {
     package let descriptor: CInt
     /// A write went through NIO, which may still hold some of it: direct writes wait.
-    private var nioMayHoldBytes = false
+    /// True at first: the first direct write checks that NIO holds nothing (the 101 response,
+    /// written before this handler existed, must have left).
+    private var nioMayHoldBytes = true
 
     private init(descriptor: CInt) {
         self.descriptor = descriptor
@@ -46,10 +53,14 @@ package struct DirectSocket {
     /// socket channel, a NIO whose layout differs, a descriptor that is not this
     /// connection's TCP socket). Call once, on the channel's loop, while it is active.
     package static func of(_ channel: any Channel) -> DirectSocket? {
+        #if !os(Linux)
+        return nil
+        #else
         guard enabled, channel.isActive, let descriptor = descriptorByReflection(channel),
             isSocket(descriptor, local: channel.localAddress, remote: channel.remoteAddress)
         else { return nil }
         return DirectSocket(descriptor: descriptor)
+        #endif
     }
 
     /// NIO keeps the descriptor in `BaseSocket.descriptor` behind `BaseSocketChannel.socket`;
@@ -69,6 +80,7 @@ package struct DirectSocket {
         return nil
     }
 
+    #if os(Linux)
     /// The descriptor is an open stream socket whose two ends are the channel's addresses.
     private static func isSocket(_ descriptor: CInt, local: SocketAddress?, remote: SocketAddress?) -> Bool {
         guard descriptor >= 0, let local, let remote else { return false }
@@ -100,6 +112,7 @@ package struct DirectSocket {
         guard let other, address.protocol == other.protocol else { return false }
         return address.port == other.port && address.ipAddress == other.ipAddress
     }
+    #endif
 
     /// Writes `first` and then `second` (if any) while NIO holds nothing for the socket.
     /// Returns what is left to hand to NIO, in order: nothing when the kernel took it all.
@@ -137,6 +150,9 @@ package struct DirectSocket {
 
     /// Bytes the kernel took (0 on `EAGAIN` or an error: NIO writes again and reports it).
     private func transmit(_ first: ByteBuffer, _ second: ByteBuffer?) -> Int {
+        #if !os(Linux)
+        return 0
+        #else
         first.withUnsafeReadableBytes { a -> Int in
             guard let second, second.readableBytes > 0 else {
                 return Self.retryingInterrupts { send(descriptor, a.baseAddress, a.count, CInt(MSG_NOSIGNAL)) }
@@ -154,8 +170,10 @@ package struct DirectSocket {
                 }
             }
         }
+        #endif
     }
 
+    #if os(Linux)
     private static func retryingInterrupts(_ call: () -> Int) -> Int {
         while true {
             let result = call()
@@ -163,4 +181,5 @@ package struct DirectSocket {
             if errno != EINTR { return 0 }
         }
     }
+    #endif
 }

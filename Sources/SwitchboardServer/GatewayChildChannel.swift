@@ -137,10 +137,12 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
         private let scheduled: Mutex<Scheduled<Void>?>
         init(_ scheduled: Scheduled<Void>) { self.scheduled = Mutex(scheduled) }
         func cancel() {
-            scheduled.withLock {
-                $0?.cancel()
-                $0 = nil
+            // Taken out under the lock, cancelled outside it (cancelling fails a promise).
+            let taken = scheduled.withLock { held -> Scheduled<Void>? in
+                defer { held = nil }
+                return held
             }
+            taken?.cancel()
         }
     }
 

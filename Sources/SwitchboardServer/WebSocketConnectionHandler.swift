@@ -68,6 +68,8 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber,
     var bufferedAtLastTick = Int.max
 
     var parser: WebSocketFrameParser
+    /// Set while `channelRead` hands frames on (a nested read only appends its bytes).
+    var inReadLoop = false
     var inbound: WebSocketInboundStateMachine
     var session: ClientSession
     var outbound: OutboundStateMachine
@@ -303,15 +305,21 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber,
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         parser.append(unwrapInboundIn(data))
+        // A read nested in the handling of a frame (NIO reads what the socket still holds
+        // when a write fails) only adds its bytes: the loop below takes them after the
+        // current frame, so frames are handled one after another, never inside each other.
+        guard !inReadLoop else { return }
+        inReadLoop = true
+        defer { inReadLoop = false }
         // Each step is one short call into the parser: what a frame leads to (writes, a
-        // close, even a nested read when a write fails) finds the parser between two calls.
+        // close, a nested read) finds the parser between two calls.
         while registered, let next = parser.next() {
             switch next {
             case .success(let frame): received(frame)
             case .failure(let failure): frameRefused(failure)
             }
         }
-        parser.finishRead()
+        if registered { parser.finishRead() } else { parser.discardAll() }
     }
 
     private func received(_ frame: WebSocketInboundStateMachine.Frame) {

@@ -279,8 +279,9 @@ def test_batch_of_large_events_and_one_of_70_kb(hostile_gateway):
 
 def test_frame_limit_is_the_endpoints_own_before_any_payload(hostile_gateway):
     """A frame header announcing more than the endpoint's max_message_size is refused with
-    1009 at once, before its payload: NIO's decoder gets the endpoint's limit (1 KiB), not
-    the largest of all endpoints (4 MiB here), so nothing waits for or buffers 2 MiB."""
+    1009 at once, before its payload: the connection's frame parser has the endpoint's limit
+    (1 KiB), not the largest of all endpoints (4 MiB here), so nothing waits for or buffers
+    2 MiB."""
     gateway = hostile_gateway
     small = RawClient(gateway.address, "/small")
     small.sock.sendall(bytes([0x81, 0x80 | 127]) + struct.pack("!Q", 2 << 20) + os.urandom(4) + b"x" * 100)

@@ -126,19 +126,61 @@ struct WebSocketFrameParserTests {
         // Control frames: not fragmented, at most 125 bytes.
         #expect(Self.parse(Self.sent(opcode: 0x9, fin: false, key: [1, 2, 3, 4], payload: []).wire, cuts: []).failure == .fragmentedControlFrame)
         #expect(Self.parse(Self.sent(opcode: 0x9, key: [1, 2, 3, 4], payload: Array(repeating: 0, count: 126)).wire, cuts: [4]).failure == .controlFrameTooLong)
+        // A control frame in the 16-bit length form, even a short one, is refused (1002).
+        var wordPing = ByteBuffer(bytes: [0x89, 0x80 | 126])
+        wordPing.writeInteger(UInt16(5))
+        wordPing.writeBytes([1, 2, 3, 4, 0, 0, 0, 0, 0])
+        #expect(Self.parse(wordPing, cuts: []).failure == .controlFrameTooLong)
+        // The control-frame rules come before the size limit: a 200-byte ping under a
+        // 125-byte limit is a protocol error, not a message too big.
+        #expect(Self.parse(Self.sent(opcode: 0x9, key: [1, 2, 3, 4], payload: Array(repeating: 0, count: 200)).wire, cuts: [], limit: 125).failure == .controlFrameTooLong)
         // 125 bytes is fine, and so is exactly the limit.
         #expect(Self.parse(Self.sent(opcode: 0xA, key: [1, 2, 3, 4], payload: Array(repeating: 0, count: 125)).wire, cuts: []).failure == nil)
         #expect(Self.parse(Self.sent(opcode: 0x2, key: [1, 2, 3, 4], payload: Array(repeating: 0, count: 1000)).wire, cuts: [], limit: 1000).frames.count == 1)
     }
 
-    @Test("seeded garbage never traps: each input ends in frames, a failure or a wait for more bytes")
-    func garbageNeverTraps() {
-        var random = SeededRandom.forTest("WebSocketFrameParserTests.garbageNeverTraps")
+    @Test("seeded garbage: frames within the rules, else a failure or a wait for more bytes")
+    func garbageKeepsTheRules() {
+        var random = SeededRandom.forTest("WebSocketFrameParserTests.garbageKeepsTheRules")
         let seed = random.seed
         for _ in 0..<2000 {
-            let bytes = (0..<Int.random(in: 0...64, using: &random)).map { _ in UInt8.random(in: 0...255, using: &random) }
-            let result = Self.parse(ByteBuffer(bytes: bytes), cuts: [Int.random(in: 0...bytes.count, using: &random)], limit: 32)
-            #expect(result.parser.bufferedBytes <= bytes.count, "seed \(seed)")
+            let bytes = (0..<Int.random(in: 0...300, using: &random)).map { _ in UInt8.random(in: 0...255, using: &random) }
+            let result = Self.parse(ByteBuffer(bytes: bytes), cuts: [Int.random(in: 0...bytes.count, using: &random)], limit: 125)
+            for frame in result.frames {
+                #expect(frame.payload.readableBytes <= 125, "seed \(seed)")
+                if frame.opcode & 0x08 != 0 { #expect(frame.fin, "seed \(seed): a fragmented control frame passed") }
+            }
+            let payloads = result.frames.reduce(0) { $0 + $1.payload.readableBytes }
+            // Every payload byte came from the input, after a header of at least 2 bytes.
+            #expect(payloads + 2 * result.frames.count + result.parser.bufferedBytes <= bytes.count, "seed \(seed)")
         }
+    }
+
+    @Test("two reads before the end of a read (a nested read): bytes are parsed in order; an empty masked frame costs no copy")
+    func appendsBeforeFinishing() {
+        let first = Self.sent(opcode: 0x1, key: [5, 6, 7, 8], payload: Array("one".utf8))
+        let second = Self.sent(opcode: 0x9, key: [5, 6, 7, 8], payload: [])
+        let third = Self.sent(opcode: 0x1, key: [5, 6, 7, 8], payload: Array("three".utf8))
+        var wire = first.wire
+        wire.writeImmutableBuffer(second.wire)
+        wire.writeImmutableBuffer(third.wire)
+        var parser = WebSocketFrameParser(maxFrameSize: 1000)
+        let cut = first.wire.readableBytes + 3
+        parser.append(wire.getSlice(at: 0, length: cut) ?? ByteBuffer())
+        guard case .success(let one)? = parser.next() else {
+            Issue.record("the first frame should parse")
+            return
+        }
+        // A nested read arrives before this read is finished.
+        parser.append(wire.getSlice(at: cut, length: wire.readableBytes - cut) ?? ByteBuffer())
+        guard case .success(let ping)? = parser.next(), case .success(let three)? = parser.next() else {
+            Issue.record("the later frames should parse")
+            return
+        }
+        #expect(String(buffer: one.payload) == "one")
+        #expect(ping.opcode == 0x9 && ping.payload.readableBytes == 0)
+        #expect(String(buffer: three.payload) == "three")
+        parser.finishRead()
+        #expect(parser.bufferedBytes == 0)
     }
 }

@@ -2,11 +2,12 @@ import NIOCore
 
 /// Client frames out of the bytes a socket delivers (RFC 6455 §5.2), one at a time.
 ///
-/// It holds nothing between frames: an idle connection keeps no buffer here. Bytes of an
-/// incomplete frame are copied into a buffer of its own at the end of a read, never kept
-/// as a slice of NIO's receive buffer (which NIO reuses while no one else holds it). A
-/// header is checked as soon as it is complete, so a frame over the limit is refused
-/// before its payload is buffered.
+/// A read that ends on a frame boundary leaves nothing here: an idle connection keeps no
+/// buffer. Bytes of an incomplete frame are copied into a buffer of its own, sized to them,
+/// never kept as a slice of NIO's receive buffer (which NIO reuses while no one else holds
+/// it). A header is checked as soon as it is complete, so a frame over the limit is refused
+/// before its payload is buffered; control frames (at most 125 bytes, in the 7-bit length
+/// form, not fragmented) are refused before the size limit is looked at.
 ///
 /// Call ``append(_:)`` with each read, then ``next()`` until it returns nil, then
 /// ``finishRead()``.
@@ -38,7 +39,7 @@ public struct WebSocketFrameParser {
     /// Takes the bytes of one read.
     public mutating func append(_ bytes: ByteBuffer) {
         guard !failed, bytes.readableBytes > 0 else { return }
-        if pending == nil {
+        if (pending?.readableBytes ?? 0) == 0 {
             pending = bytes
             pendingIsOwn = false
             return
@@ -55,32 +56,23 @@ public struct WebSocketFrameParser {
         case .needMore:
             return nil
         case .failure(let failure):
-            failed = true
-            pending = nil
-            return .failure(failure)
-        case .header(let first, let length, let maskKey, let headerSize):
-            guard length <= maxFrameSize else {
-                failed = true
-                pending = nil
-                return .failure(.frameTooLarge)
-            }
+            return fail(failure)
+        case .header(let first, let length, let extendedLength, let maskKey, let headerSize):
+            // The control-frame rules first (1002), then the size limit (1009).
             let isControl = first & 0x08 != 0
             let fin = first & 0x80 != 0
-            if isControl && !fin {
-                failed = true
-                pending = nil
-                return .failure(.fragmentedControlFrame)
+            if isControl && !fin { return fail(.fragmentedControlFrame) }
+            // A control frame's length must fit the 7-bit form (RFC 6455 §5.5).
+            if isControl && (length > 125 || extendedLength) { return fail(.controlFrameTooLong) }
+            guard length <= maxFrameSize else { return fail(.frameTooLarge) }
+            guard available - headerSize >= length, let start = pending?.readerIndex else { return nil }
+            var payload = ByteBuffer()
+            if length > 0 {
+                guard let slice = pending?.getSlice(at: start + headerSize, length: length) else { return nil }
+                payload = slice
             }
-            if isControl && length > 125 {
-                failed = true
-                pending = nil
-                return .failure(.controlFrameTooLong)
-            }
-            guard available - headerSize >= length, let start = pending?.readerIndex,
-                var payload = pending?.getSlice(at: start + headerSize, length: length)
-            else { return nil }
             pending?.moveReaderIndex(forwardBy: headerSize + length)
-            if let maskKey { Self.unmask(&payload, key: maskKey) }
+            if let maskKey, length > 0 { Self.unmask(&payload, key: maskKey) }
             return .success(
                 .init(
                     opcode: first & 0x0F, fin: fin,
@@ -92,18 +84,30 @@ public struct WebSocketFrameParser {
     }
 
     /// Ends a read: nothing is kept when every byte was parsed; the bytes of an incomplete
-    /// frame are moved into a buffer of our own.
+    /// frame are moved into a buffer of our own, sized to them (a buffer that grew for a
+    /// large frame is not kept for the small remainder after it).
     public mutating func finishRead() {
         guard let remaining = pending?.readableBytes, remaining > 0, !failed else {
-            pending = nil
-            pendingIsOwn = false
+            discardAll()
             return
         }
-        if pendingIsOwn {
+        if pendingIsOwn, let capacity = pending?.capacity, capacity <= max(4 * remaining, 65536) {
             if let index = pending?.readerIndex, index > 0 { pending?.discardReadBytes() }
         } else {
             makePendingOwn(adding: 0)
         }
+    }
+
+    /// Forgets every byte held (the connection is gone).
+    public mutating func discardAll() {
+        pending = nil
+        pendingIsOwn = false
+    }
+
+    private mutating func fail(_ failure: Failure) -> Result<WebSocketInboundStateMachine.Frame, Failure> {
+        failed = true
+        discardAll()
+        return .failure(failure)
     }
 
     private mutating func makePendingOwn(adding extra: Int) {
@@ -117,7 +121,7 @@ public struct WebSocketFrameParser {
     private enum Header {
         case needMore
         case failure(Failure)
-        case header(first: UInt8, length: Int, maskKey: UInt32?, headerSize: Int)
+        case header(first: UInt8, length: Int, extendedLength: Bool, maskKey: UInt32?, headerSize: Int)
     }
 
     private static func header(of buffer: ByteBuffer?) -> Header {
@@ -147,7 +151,7 @@ public struct WebSocketFrameParser {
             maskKey = key
             offset += 4
         }
-        return .header(first: first, length: length, maskKey: maskKey, headerSize: offset - buffer.readerIndex)
+        return .header(first: first, length: length, extendedLength: second & 0x7F >= 126, maskKey: maskKey, headerSize: offset - buffer.readerIndex)
     }
 
     /// XORs `payload` with the 4-byte key (network order), in a buffer of its own.
