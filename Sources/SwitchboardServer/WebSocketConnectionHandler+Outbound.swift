@@ -34,7 +34,7 @@ extension WebSocketConnectionHandler {
 
     @discardableResult
     public func flush() -> Bool {
-        guard registered, let output else { return false }
+        guard registered, let output = context else { return false }
         let gathered = outbound.takeGathered()
         // The state machine's access has ended: NIO may call back into us from here on.
         if let gathered {
@@ -71,7 +71,7 @@ extension WebSocketConnectionHandler {
 
     /// Offers one frame (of `event`, for deliveries) and performs what the state machine says.
     func enqueueFrame(_ frame: ByteBuffer, event: PreparedEvent? = nil) -> Bool {
-        guard registered, let output else { return false }
+        guard registered, let output = context else { return false }
         let frame = outbound.takesDirectly ? compressedForDedicated(frame) : frame
         let queuedBefore = outbound.queuedCount
         let (outcome, writes) = outbound.offer(frame, event: event)
@@ -145,8 +145,8 @@ extension WebSocketConnectionHandler {
         let writable = context.channel.isWritable
         // The peer reads what we send: it is alive even if its pongs wait unread.
         if writable { heartbeat.heard(now: Self.now()) }  // the tick already due reschedules
-        if outbound.writabilityChanged(to: writable), let output {
-            drain(output)
+        if outbound.writabilityChanged(to: writable), registered {
+            drain(context)
         }
         if writable && readPending {
             readPending = false
@@ -186,7 +186,7 @@ extension WebSocketConnectionHandler {
     /// Sends a close frame, stops taking data, and closes the socket once the peer answers
     /// or the close timeout passes (at once after sending when `closeSocketAfterSending`).
     func failConnection(code: UInt16, reason: String, countAsCause: Bool = true, closeSocketAfterSending: Bool = false) {
-        guard registered, let context, let output, inbound.startClose() else { return }
+        guard registered, let context, inbound.startClose() else { return }
         if countAsCause { runtime.closedForCause.add(1, ordering: .relaxed) }
         logger.debug("closing connection", metadata: ["code": "\(code)", "reason": "\(reason)"])
         // Frames already gathered were accepted for this connection: they leave before the
@@ -194,7 +194,7 @@ extension WebSocketConnectionHandler {
         shard.queuedFrames -= outbound.queuedCount
         let gathered = outbound.close()
         directSocket?.handedToNIO()
-        if let gathered { output.write(NIOAny(gathered), promise: nil) }
+        if let gathered { context.write(NIOAny(gathered), promise: nil) }
         let frame = ServerFrame.close(code: code, reason: reason)
         let channel = context.channel
         // Armed before the write: a failing write may tear the connection down at once, and
@@ -210,20 +210,20 @@ extension WebSocketConnectionHandler {
         if closeSocketAfterSending {
             let promise = context.eventLoop.makePromise(of: Void.self)
             promise.futureResult.whenComplete { _ in channel.close(promise: nil) }
-            output.writeAndFlush(NIOAny(frame), promise: promise)
+            context.writeAndFlush(NIOAny(frame), promise: promise)
             return
         }
-        output.writeAndFlush(NIOAny(frame), promise: nil)
+        context.writeAndFlush(NIOAny(frame), promise: nil)
     }
 
     /// Answers the peer's close frame and closes the socket once the answer is out.
     func closeAfterPeer(code: UInt16, reason: String, violation: Bool) {
-        guard registered, let context, let output else { return }
+        guard registered, let context else { return }
         if violation { runtime.closedForCause.add(1, ordering: .relaxed) }
         shard.queuedFrames -= outbound.queuedCount
         let gathered = outbound.close()
         directSocket?.handedToNIO()
-        if let gathered { output.write(NIOAny(gathered), promise: nil) }
+        if let gathered { context.write(NIOAny(gathered), promise: nil) }
         let channel = context.channel
         // A peer that does not read our answer is not waited for beyond the close timeout.
         closeTimer = context.eventLoop.scheduleTask(in: TimeAmount(pipeline.closeTimeout)) {
@@ -231,6 +231,6 @@ extension WebSocketConnectionHandler {
         }
         let promise = context.eventLoop.makePromise(of: Void.self)
         promise.futureResult.whenComplete { _ in channel.close(promise: nil) }
-        output.writeAndFlush(NIOAny(ServerFrame.close(code: code, reason: reason)), promise: promise)
+        context.writeAndFlush(NIOAny(ServerFrame.close(code: code, reason: reason)), promise: promise)
     }
 }

@@ -50,10 +50,9 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber,
     public var lastDeliverySequence: UInt64 = 0
     public var isPendingFlush = false
 
+    /// Also where raw frame bytes are written through NIO: no other handler follows this
+    /// one on its way to the socket (or to NIOSSL, with TLS).
     var context: ChannelHandlerContext?
-    /// Where raw frame bytes are written through NIO: this handler's context, so they pass
-    /// no other handler on their way to the socket (or to NIOSSL, with TLS).
-    var output: ChannelHandlerContext?
     var registered = false
     /// The socket itself, written below NIO's pipeline (plain TCP listeners; nil on TLS, on
     /// test channels, or when the descriptor could not be verified).
@@ -195,7 +194,6 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber,
 
     public func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        self.output = context
         if allowsDirectWrites { directSocket = DirectSocket.of(context.channel) }
         registered = true
         runtime.connections.add(1, ordering: .relaxed)
@@ -248,7 +246,6 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, Subscriber,
             }
         }
         context = nil
-        output = nil
         directSocket = nil
     }
 

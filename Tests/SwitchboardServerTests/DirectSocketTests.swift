@@ -80,6 +80,11 @@ struct DirectSocketTests {
         return (writer, server, client, collector)
     }
 
+    private func closeAll(_ channels: [any Channel], _ groups: [MultiThreadedEventLoopGroup]) async throws {
+        for channel in channels { try await channel.close() }
+        for group in groups { try await group.shutdownGracefully() }
+    }
+
     private func chunk(_ index: Int, size: Int) -> ByteBuffer {
         var buffer = ByteBuffer()
         buffer.writeRepeatingByte(UInt8(truncatingIfNeeded: index &* 31 &+ 7), count: size)
@@ -97,9 +102,7 @@ struct DirectSocketTests {
         let embedded = EmbeddedChannel()
         _ = try? await embedded.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).get()
         #expect(DirectSocket.of(embedded) == nil)
-        try await client.close()
-        try await server.close()
-        try await group.shutdownGracefully()
+        try await closeAll([client, server], [group])
     }
 
     @Test("a reader that stops: what the kernel refuses goes through NIO, later writes wait behind it even when the kernel has room again, every byte arrives in order, and direct writes resume once NIO is empty")
@@ -144,10 +147,7 @@ struct DirectSocketTests {
         // NIO has written everything it held: the next write goes direct again.
         let wentDirect = try await loop.submit { writer.send(chunk(0, size: 16)) }.get()
         #expect(wentDirect)
-        try await client.close()
-        try await server.close()
-        try await group.shutdownGracefully()
-        try await clientGroup.shutdownGracefully()
+        try await closeAll([client, server], [group, clientGroup])
     }
 
     @Test("a peer that reset the connection: the write is handed to NIO, which reports the error and closes the channel; no direct write after the close")
@@ -170,8 +170,7 @@ struct DirectSocketTests {
         #expect(handedOver)
         try await serverChannel.closeFuture.get()  // NIO saw the error and closed the channel
         #expect(try await loop.submit { writer.send(chunk(2, size: 10)) }.get() == false, "no direct write after the close")
-        try await server.close()
-        try await group.shutdownGracefully()
+        try await closeAll([server], [group])
     }
 }
 #endif
