@@ -63,6 +63,8 @@ public final class LoopShard: @unchecked Sendable {
     /// reach the client before the handler subscribes, and an event published in that
     /// window must not skip this loop.
     let arrivingSubscribers = Atomic<Int>(0)
+    /// How many connections are arriving on this loop (reservations not yet released).
+    package var arrivingSubscriberCount: Int { arrivingSubscribers.load(ordering: .relaxed) }
 
     /// Marks a connection as arriving; call ``ArrivalReservation/release()`` once it has
     /// subscribed (or is gone).

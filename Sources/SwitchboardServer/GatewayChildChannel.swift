@@ -85,8 +85,6 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
         var attachedGuards: AttachedGuards?
         /// The upgrade request, kept when the endpoint has filters (a reload may re-run them).
         var request: UpgradeRequest?
-        /// Keeps the loop's shard from being skipped until the handler has subscribed.
-        var arrival: ArrivalReservation?
         /// The pipeline whose filters and settings admitted the request.
         var pipeline: EndpointPipeline
     }
@@ -99,9 +97,31 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
         let variant: VariantID
     }
 
-    /// Receive buffers for client sockets: 512 bytes at first (an upgrade request from a
-    /// browser may take two reads), growing to 64 KiB under inbound load.
-    static let receiveAllocator = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 65536)
+    /// Receive buffers. NIO keeps one per channel for reuse and never shrinks it, so the
+    /// size it reaches while the handshake is read is what every idle connection holds.
+    /// Until the request head is in, a plain-TCP socket reads 128 bytes per wakeup: one
+    /// read per wakeup, because NIO's HTTP decoder holds on to a partial head and a second
+    /// read in the same wakeup would make NIO keep a second pooled buffer. A browser's
+    /// 500-byte upgrade request then costs four wakeups instead of one, once per
+    /// connection. A WebSocket connection then grows the buffer only when a read fills it;
+    /// an HTTP request (a publisher's body) gets the larger allocator.
+    enum ReceiveBuffers {
+        static let handshake = FixedSizeRecvByteBufferAllocator(capacity: 128)
+        static let handshakeReadsPerWakeup: UInt = 1
+        static let webSocket = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 128, maximum: 65536)
+        /// HTTP requests, and TLS from the first byte (a record is read whole before the
+        /// handshake parser sees any of it, and TLS holds buffers of its own anyway).
+        static let http = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 65536)
+        /// NIO's default number of reads per wakeup, restored once the head is in.
+        static let readsPerWakeup: UInt = 4
+
+        /// Once the request head is in: the allocator for what the connection has become.
+        static func handshakeDone(_ channel: any Channel, secure: Bool, allocator: AdaptiveRecvByteBufferAllocator) throws {
+            guard !secure, let options = channel.syncOptions else { return }
+            try options.setOption(.recvAllocator, value: allocator)
+            try options.setOption(.maxMessagesPerRead, value: readsPerWakeup)
+        }
+    }
 
     /// The limits a socket meets before any endpoint sees it.
     struct ListenerLimits: Sendable {
@@ -130,20 +150,6 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
         self.limits = limits
         self.tls = tls
         self.logger = logger
-    }
-
-    /// The handshake timeout of one socket, dropped once cancelled.
-    final class HandshakeTimer: Sendable {
-        private let scheduled: Mutex<Scheduled<Void>?>
-        init(_ scheduled: Scheduled<Void>) { self.scheduled = Mutex(scheduled) }
-        func cancel() {
-            // Taken out under the lock, cancelled outside it (cancelling fails a promise).
-            let taken = scheduled.withLock { held -> Scheduled<Void>? in
-                defer { held = nil }
-                return held
-            }
-            taken?.cancel()
-        }
     }
 
     /// Refused before any handler: why, as a raw HTTP response.
@@ -175,25 +181,26 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
             break
         }
         let probesOnly = admission == .probesOnly
-        channel.closeFuture.whenComplete { _ in limits.connections.release(address) }
+        let lifetime = SocketLifetime(limiter: limits.connections, address: address)
+        channel.closeFuture.whenComplete { _ in lifetime.socketClosed() }
         // Until the request head (or the upgrade) is complete; cancelled by either.
         // A probe-only socket gets one second: silent sockets must not hold the probe headroom.
-        let scheduled = channel.eventLoop.scheduleTask(in: probesOnly ? min(limits.handshakeTimeout, .seconds(1)) : limits.handshakeTimeout) {
-            limits.refusals.record(.handshakeTimeout)
-            channel.close(promise: nil)
-        }
-        // Cancelled by the upgrade, the first request or the close. The close-future callback
-        // holds the box, not the timer: once cancelled and dropped, the timer's promise and
-        // closures are not kept for the life of the connection.
-        let handshakeTimer = HandshakeTimer(scheduled)
-        channel.closeFuture.whenComplete { _ in handshakeTimer.cancel() }
+        lifetime.startHandshakeTimer(
+            channel.eventLoop.scheduleTask(in: probesOnly ? min(limits.handshakeTimeout, .seconds(1)) : limits.handshakeTimeout) {
+                limits.refusals.record(.handshakeTimeout)
+                channel.close(promise: nil)
+            })
         return channel.eventLoop.makeCompletedFuture {
             // Real-time traffic: never hold small frames back for Nagle's algorithm.
             try channel.syncOptions?.setOption(.socketOption(.tcp_nodelay), value: 1)
             // Each channel keeps its receive buffer for reuse; NIO's default starts at 2 KiB,
-            // which an idle WebSocket connection would hold forever. Start small and grow
-            // with the traffic.
-            try channel.syncOptions?.setOption(.recvAllocator, value: Self.receiveAllocator)
+            // which an idle WebSocket connection would hold forever (see ReceiveBuffers).
+            if secure {
+                try channel.syncOptions?.setOption(.recvAllocator, value: ReceiveBuffers.http)
+            } else {
+                try channel.syncOptions?.setOption(.recvAllocator, value: ReceiveBuffers.handshake)
+                try channel.syncOptions?.setOption(.maxMessagesPerRead, value: ReceiveBuffers.handshakeReadsPerWakeup)
+            }
             let admission = NIOLoopBoundBox<Admission?>(nil, eventLoop: channel.eventLoop)
             let refusal = NIOLoopBoundBox<UpgradeRefusal?>(nil, eventLoop: channel.eventLoop)
             let endpoints = self.endpoints
@@ -207,10 +214,10 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
                         refusal.value = UpgradeRefusal(status: 503, code: "max_connections", message: "the gateway holds as many connections as it allows; retry later", retryAfter: 1)
                         return channel.eventLoop.makeSucceededFuture(nil)
                     }
-                    return Self.decide(head: head, channel: channel, endpoints: endpoints, kernel: kernel, admission: admission, refusal: refusal)
+                    return Self.decide(head: head, channel: channel, endpoints: endpoints, kernel: kernel, lifetime: lifetime, admission: admission, refusal: refusal)
                 },
                 upgradePipelineHandler: { channel, _ in
-                    handshakeTimer.cancel()
+                    lifetime.cancelHandshakeTimer()
                     return channel.eventLoop.makeCompletedFuture {
                         if let errorResponder = try? channel.pipeline.syncOperations.handler(type: HTTPParseErrorResponder.self) {
                             _ = channel.pipeline.syncOperations.removeHandler(errorResponder)
@@ -218,6 +225,7 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
                         guard let admitted = admission.value, let shard = kernel.shard(for: channel.eventLoop) else {
                             throw ChannelError.inappropriateOperationForState
                         }
+                        try ReceiveBuffers.handshakeDone(channel, secure: secure, allocator: ReceiveBuffers.webSocket)
                         let compression = admitted.compression.map {
                             ConnectionCompression(agreement: $0.agreement, settings: $0.settings, minSize: $0.minSize, shard: shard)
                         }
@@ -237,7 +245,7 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
                         )
                         handler.table = endpoints
                         try channel.pipeline.syncOperations.addHandler(handler)
-                        admitted.arrival?.release()  // subscribed in handlerAdded
+                        lifetime.releaseArrival()  // subscribed in handlerAdded
                         return UpgradeResult.websocket(channel)
                     }
                 }
@@ -246,8 +254,9 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
             let serverUpgradeConfiguration = NIOTypedHTTPServerUpgradeConfiguration(
                 upgraders: [upgrader],
                 notUpgradingCompletionHandler: { channel in
-                    handshakeTimer.cancel()
+                    lifetime.cancelHandshakeTimer()
                     return channel.eventLoop.makeCompletedFuture {
+                        try ReceiveBuffers.handshakeDone(channel, secure: secure, allocator: ReceiveBuffers.http)
                         // From here Hummingbird owns the connection's HTTP, errors included.
                         if let errorResponder = try? channel.pipeline.syncOperations.handler(type: HTTPParseErrorResponder.self) {
                             _ = channel.pipeline.syncOperations.removeHandler(errorResponder)
@@ -300,6 +309,7 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
         channel: any Channel,
         endpoints: EndpointTable,
         kernel: Kernel,
+        lifetime: SocketLifetime,
         admission: NIOLoopBoundBox<Admission?>,
         refusal: NIOLoopBoundBox<UpgradeRefusal?>
     ) -> EventLoopFuture<HTTPHeaders?> {
@@ -328,9 +338,10 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
         let compression = negotiateCompression(head: head, pipeline: pipeline, encoder: negotiated.0, kernel: kernel, channel: channel)
         if let compression { headers.add(name: "Sec-WebSocket-Extensions", value: compression.agreement.responseHeader) }
         if pipeline.filters.isEmpty {
+            Self.reserveArrival(kernel: kernel, channel: channel, lifetime: lifetime)
             admission.value = Admission(
                 runtime: runtime, choice: negotiated.0, principal: nil, compression: compression,
-                arrival: Self.reserveArrival(kernel: kernel, channel: channel), pipeline: pipeline
+                pipeline: pipeline
             )
             return channel.eventLoop.makeSucceededFuture(headers)
         }
@@ -349,10 +360,11 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
                 // Reservations end with the socket, whatever happens to the upgrade.
                 let attached = AttachedGuards(guards)
                 channel.closeFuture.whenComplete { _ in attached.releaseAll() }
+                Self.reserveArrival(kernel: kernel, channel: channel, lifetime: lifetime)
                 admission.value = Admission(
                     runtime: runtime, choice: negotiated.0, principal: principal, compression: compression, guards: guards,
                     attachedGuards: attached, request: request.keptForConnection(),
-                    arrival: Self.reserveArrival(kernel: kernel, channel: channel), pipeline: pipeline
+                    pipeline: pipeline
                 )
                 return responseHeaders
             case .refuse(let status, let reason, let retryAfter):
@@ -365,10 +377,9 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
 
     /// Reserves the connection's arrival on its loop's shard, released by the handler once
     /// subscribed, or when the socket closes first.
-    private static func reserveArrival(kernel: Kernel, channel: any Channel) -> ArrivalReservation? {
-        guard let reservation = kernel.shard(for: channel.eventLoop)?.expectSubscriber() else { return nil }
-        channel.closeFuture.whenComplete { _ in reservation.release() }
-        return reservation
+    private static func reserveArrival(kernel: Kernel, channel: any Channel, lifetime: SocketLifetime) {
+        guard let reservation = kernel.shard(for: channel.eventLoop)?.expectSubscriber() else { return }
+        lifetime.holdArrival(reservation)
     }
 
     /// Negotiates permessage-deflate; a dedicated agreement that does not fit the node-wide

@@ -63,7 +63,7 @@ def rss_kib(pid):
 class RawClient:
     """A WebSocket client on a plain socket, so a test controls exactly when it reads."""
 
-    def __init__(self, address, path, rcvbuf=None, source="127.0.0.1"):
+    def __init__(self, address, path, rcvbuf=None, source="127.0.0.1", extra_headers="", trailing=b""):
         host, port = address.split(":")
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf:
@@ -74,8 +74,8 @@ class RawClient:
         key = base64.b64encode(os.urandom(16)).decode()
         self.sock.sendall((
             "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % (path, address, key)
-        ).encode())
+            "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s\r\n" % (path, address, key, extra_headers)
+        ).encode() + trailing)
         self.buffer = b""
         while b"\r\n\r\n" not in self.buffer:
             chunk = self.sock.recv(4096)
@@ -275,6 +275,37 @@ def test_batch_of_large_events_and_one_of_70_kb(hostile_gateway):
     reader.join(timeout=30)
     assert reader.numbers == list(range(11))
     client.close()
+
+
+def test_browser_sized_handshake_then_large_and_bursty_client_messages(hostile_gateway):
+    """The handshake is read 128 bytes per wakeup (so an idle connection keeps a 128-byte
+    receive buffer, Docs/PERFORMANCE.md); after it the buffer grows with the traffic. A
+    6 KB upgrade request with a frame in the same write as its head, a 300 KB client
+    message and a burst of 300 pings in one write all get their answers, in order."""
+    gateway = hostile_gateway
+    headers = "User-Agent: Mozilla/5.0 (X11; Linux x86_64) Chrome/130.0\r\nOrigin: http://127.0.0.1\r\nCookie: %s\r\n" % ("c" * 6000)
+    early = RawClient.frame(1, json.dumps({"type": "ping"}).encode())
+    client = RawClient(gateway.address, "/big", extra_headers=headers, trailing=early)
+    frame = client.read_frame(timeout=5)
+    assert frame is not None and json.loads(frame[1])["type"] == "pong", frame
+    client.send_text(json.dumps({"type": "ping", "pad": "p" * 300000}))
+    frame = client.read_frame(timeout=10)
+    assert frame is not None and json.loads(frame[1])["type"] == "pong", frame
+    client.close()
+    # /norate: no frame rate limit, so all 300 pings count; the subscribe after them is
+    # answered after all 300 pongs.
+    burst = RawClient(gateway.address, "/norate", extra_headers=headers)
+    frames = [RawClient.frame(1, json.dumps({"type": "ping"}).encode()) for _ in range(300)]
+    burst.sock.sendall(b"".join(frames) + RawClient.frame(1, json.dumps({"type": "subscribe", "topic": "news"}).encode()))
+    answers = []
+    while len(answers) < 301:
+        frame = burst.read_frame(timeout=10)
+        assert frame is not None, "closed after %d answers" % len(answers)
+        answers.append(json.loads(frame[1])["type"])
+    assert answers == ["pong"] * 300 + ["subscribed"], answers[-3:]
+    burst.close()
+    # A publisher's request head also arrives in small reads; its body does not.
+    publish(gateway, [{"topic": "news", "type": "after", "data": {"pad": "q" * 60000}}])
 
 
 def test_frame_limit_is_the_endpoints_own_before_any_payload(hostile_gateway):
