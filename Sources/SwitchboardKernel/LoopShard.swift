@@ -57,6 +57,12 @@ public final class LoopShard: @unchecked Sendable {
     /// Frames waiting in the send queues of this loop's connections (their sockets are
     /// full). Kept by the connections, on the loop; read with ``queuedFramesOnLoop()``.
     package var queuedFrames = 0
+    /// Socket writes of this loop's connections: straight to the kernel (no NIO pipeline)
+    /// and through NIO (TLS, a platform without direct writes, what the kernel did not
+    /// take, or while NIO still held bytes). Kept on the loop; read with
+    /// ``socketWritesOnLoop()``.
+    package var directWrites = 0
+    package var pipelineWrites = 0
     /// When the oldest event delivered since the last flush round was published (0: none).
     private var oldestUnwritten: UInt64 = 0
     /// Connections admitted on this loop whose handler is not installed yet: the 101 may
@@ -351,6 +357,11 @@ public final class LoopShard: @unchecked Sendable {
     /// ``queuedFrames``, read on the loop.
     public func queuedFramesOnLoop() async -> Int {
         (try? await eventLoop.submit { self.queuedFrames }.get()) ?? 0
+    }
+
+    /// ``directWrites`` and ``pipelineWrites``, read on the loop.
+    public func socketWritesOnLoop() async -> (direct: Int, pipeline: Int) {
+        (try? await eventLoop.submit { (self.directWrites, self.pipelineWrites) }.get()) ?? (0, 0)
     }
 
     /// Subscriber counts per pattern on this loop.

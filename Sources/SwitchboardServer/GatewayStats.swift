@@ -56,6 +56,7 @@ struct StatFamily {
         "history_topics_refused_total": .init(kind: .counter, help: "Events of new topics not kept because the history table was full."),
         "flush_rounds_total": .init(kind: .counter, help: "Flush rounds run by the event loops."),
         "connection_writes_total": .init(kind: .counter, help: "Socket writes of gathered frames (deliveries / writes = frames per write)."),
+        "socket_writes_total": .init(kind: .counter, help: "Writes to client WebSocket sockets by path: direct (to the kernel, below NIO's pipeline) or pipeline (through NIO)."),
         "source_up": .init(kind: .gauge, help: "1 when the source is connected."),
         "source_restarts_total": .init(kind: .counter, help: "Times a source was restarted after failing."),
         "ready": .init(kind: .gauge, help: "1 when every source is connected and the gateway is not draining."),
@@ -162,6 +163,14 @@ extension Gateway {
         add("history_topics_refused_total", counters.historyTopicsRefused.load(ordering: .relaxed), ["history_topics_refused"])
         add("flush_rounds_total", counters.flushRounds.load(ordering: .relaxed), ["flush_rounds"])
         add("connection_writes_total", counters.connectionWrites.load(ordering: .relaxed), ["connection_writes"])
+        var socketWrites = (direct: 0, pipeline: 0)
+        for shard in assembly.kernel.shards {
+            let counts = await shard.socketWritesOnLoop()
+            socketWrites.direct += counts.direct
+            socketWrites.pipeline += counts.pipeline
+        }
+        add("socket_writes_total", socketWrites.direct, ["socket_writes", "direct"], labels: [("path", "direct")])
+        add("socket_writes_total", socketWrites.pipeline, ["socket_writes", "pipeline"], labels: [("path", "pipeline")])
         for status in assembly.supervisor.statuses() {
             let labels = [("source", status.name), ("plugin", status.plugin)]
             add("source_up", status.health == .connected ? 1 : 0, ["source_health", status.name, "up"], labels: labels + [("state", status.health.label)])

@@ -54,9 +54,17 @@ extension WebSocketConnectionHandler {
         if var socket = directSocket {
             let rest = socket.write(first, second, channel: output.channel)
             directSocket = socket
-            guard let rest else { return }
+            guard let rest else {
+                shard.directWrites += 1
+                return
+            }
+            // Part of it went straight to the kernel (the rest follows through NIO).
+            if rest.0.readableBytes + (rest.1?.readableBytes ?? 0) < first.readableBytes + (second?.readableBytes ?? 0) {
+                shard.directWrites += 1
+            }
             (first, second) = rest
         }
+        shard.pipelineWrites += 1
         if flush && second == nil {
             // One pipeline call for the write and its flush, not two.
             output.writeAndFlush(NIOAny(first), promise: nil)
