@@ -6,6 +6,7 @@ and appends one JSON line per (scenario, server) to a results file.
     python3 Benchmarks/bench.py                      # every scenario, both servers
     python3 Benchmarks/bench.py a d --servers switchboard,nchan --repeat 3
     python3 Benchmarks/bench.py a --scale 0.1        # a tenth of the connections and events
+    python3 Benchmarks/bench.py a f --servers switchboard,nchan,wsfloor   # and the WebSocket floor
     python3 Benchmarks/report.py Benchmarks/results/latest.jsonl   # → Markdown tables
 
 Needs Debian's nginx and libnginx-mod-nchan for the peer. Everything listens on
@@ -189,6 +190,47 @@ class Nchan:
             self.process.kill()
 
 
+class WsFloor:
+    """Benchmarks/Floor/ws_floor.c: a minimal C WebSocket server (epoll, one write() per
+    subscriber, no framework) that speaks Nchan's protocol (`/sub/<id>` upgrade, `POST
+    /pub/<id>`), so LoadGen measures it exactly as it measures the servers: the floor with
+    the same reader. Plain one-topic WebSocket only: scenarios a, b, c, f. Each round of
+    events, a loop writes what is pending to each subscriber with one write(): one frame at
+    a moderate rate, up to `batch` frames when events queue up (batch 1: every frame alone)."""
+    name = "wsfloor"
+    scenarios = ("a", "b", "c", "f")
+    threads = 2  # --wsfloor-threads: event loops (Switchboard's 2 loops, Nchan's 2 workers)
+    batch = 64  # --wsfloor-batch: most frames in one write() to a subscriber
+    binary = None
+
+    def __init__(self):
+        if WsFloor.binary is None:
+            if not shutil.which("gcc"):
+                raise RuntimeError("the WebSocket floor needs gcc")
+            binary = pathlib.Path(tempfile.gettempdir()) / "switchboard-ws-floor"
+            subprocess.run(["gcc", "-O2", "-pthread", "-o", str(binary), str(ROOT / "Benchmarks/Floor/ws_floor.c")], check=True)
+            WsFloor.binary = binary
+        self.port = free_port()
+        self.log = open(tempfile.mktemp(suffix="-wsfloor.log"), "w")
+        self.process = subprocess.Popen([str(WsFloor.binary), str(self.port), str(WsFloor.threads), str(WsFloor.batch)], stdout=self.log, stderr=subprocess.STDOUT)
+        wait_http("http://127.0.0.1:%d/healthz" % self.port)
+        self.pids = [self.process.pid]
+
+    def ws(self, path):
+        return "ws://127.0.0.1:%d%s" % (self.port, path)
+
+    def publish(self):
+        return "nchan:http://127.0.0.1:%d/pub" % self.port
+
+    def stop(self):
+        if self.process.poll() is not None:
+            self.log.close()
+            raise RuntimeError("ws_floor exited (%s): %s" % (self.process.returncode, pathlib.Path(self.log.name).read_text()[-2000:]))
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=30)
+        self.log.close()
+
+
 class RedisBus:
     """A throwaway redis-server on a free loopback port: the pairs' shared bus."""
 
@@ -351,7 +393,9 @@ def run_scenario(name, server_class, scale, settle, rate=None, topics=None, dura
         params = dict(params, rate=rate)
     if topics and params.get("topics"):
         params = dict(params, topics=topics)
-    path = sb_path if server_class is Switchboard else nchan_path
+    if server_class is WsFloor and name not in WsFloor.scenarios:
+        return None  # deflate, topics, MessagePack, history, pairs: not what the floor is for
+    path = sb_path if server_class is Switchboard else nchan_path  # the floor speaks Nchan's paths
     if path is None:
         return None
     params = dict(params)
@@ -421,6 +465,8 @@ def run_scenario(name, server_class, scale, settle, rate=None, topics=None, dura
         if result["connected"]:
             result["rss_per_connection_bytes"] = (after[1] - baseline[1]) // result["connected"]
         result.update({"scenario": name, "server": server.name, "description": description, "scale": scale, "rate": params.get("rate", 0)})
+        if server_class is WsFloor:
+            result.update({"wsfloor_threads": WsFloor.threads, "wsfloor_batch": WsFloor.batch})
         if server_class is Switchboard:
             result["flush_interval"] = FLUSH_INTERVAL or "default"
             result["frames_per_write"] = server.frames_per_write()
@@ -462,15 +508,22 @@ def main():
     parser.add_argument("--topics", type=int, help="topics for the scenarios spread over several (e; instead of 1,000)")
     parser.add_argument("--check", action="store_true", help="fail unless every run delivered every expected message (the CI smoke run)")
     parser.add_argument("--floor", action="store_true", help="each round, also run Benchmarks/Floor/loopback_floor.c at (a)'s connection count")
+    parser.add_argument("--wsfloor-threads", type=int, default=2, help="event loops of the WebSocket floor (--servers ...,wsfloor; default 2)")
+    parser.add_argument("--wsfloor-batch", type=int, default=64, help="most frames the WebSocket floor writes to a subscriber at once (1: every frame alone)")
     parser.add_argument("--loadgen-processes", type=int, help="subscriber processes (at least enough for 19,800 sockets each; default 1)")
     options = parser.parse_args()
     global FLUSH_INTERVAL, LOADGEN_PROCESSES
     FLUSH_INTERVAL = options.flush_interval
     LOADGEN_PROCESSES = options.loadgen_processes
+    if not 1 <= options.wsfloor_threads <= 8:
+        parser.error("--wsfloor-threads: 1 to 8")
+    if not 1 <= options.wsfloor_batch <= 256:
+        parser.error("--wsfloor-batch: 1 to 256")
+    WsFloor.threads, WsFloor.batch = options.wsfloor_threads, options.wsfloor_batch
     for binary in (".build/release/switchboard", ".build/release/LoadGen"):
         if not (ROOT / binary).exists():
             sys.exit("missing %s: swift build -c release" % binary)
-    classes = {"switchboard": Switchboard, "nchan": Nchan}
+    classes = {"switchboard": Switchboard, "nchan": Nchan, "wsfloor": WsFloor}
     servers = [classes[name] for name in options.servers.split(",")]
     if Nchan in servers and not shutil.which("nginx"):
         sys.exit("nginx is not installed: apt install nginx libnginx-mod-nchan")
