@@ -236,6 +236,7 @@ let package = Package(
             name: "AllocationBudget",
             dependencies: [
                 "CMallocCounter", "SwitchboardCore", "SwitchboardKernel", "SwitchboardServer", "SwitchboardTesting", "JSONPlugin",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),

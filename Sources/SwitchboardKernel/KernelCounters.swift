@@ -32,7 +32,19 @@ public final class KernelCounters: Sendable {
     public let compressionBytes = NIOLockedValueBox<[Int: (input: Int, output: Int)]>([:])
     /// Told, once per flush round and loop, how long the round's oldest event waited from
     /// its publication to the round's writes (nanoseconds). Set by the server.
-    public let publishToWrite = NIOLockedValueBox<(@Sendable (Int64) -> Void)?>(nil)
+    public let publishToWrite = NIOLockedValueBox<LatencyObserver?>(nil)
 
     public init() {}
+}
+
+/// A function kept in a lock, read as a class reference.
+///
+/// Do not keep a closure as a lock's value itself: `withLockedValue { $0 }` hands the value
+/// to its body `inout`, so the closure is converted to its native form and written back
+/// converted again, each time wrapped in one more reabstraction thunk. Every read then
+/// makes the next call one thunk deeper: a call that slows down without bound, a leak, and
+/// in the end a stack overflow (the flush-round observer did this, once per round).
+public final class LatencyObserver: Sendable {
+    public let observe: @Sendable (Int64) -> Void
+    public init(_ observe: @escaping @Sendable (Int64) -> Void) { self.observe = observe }
 }

@@ -325,7 +325,7 @@ public final class LoopShard: @unchecked Sendable {
         if oldestUnwritten != 0 {
             let waited = Int64(NIODeadline.now().uptimeNanoseconds &- oldestUnwritten)
             oldestUnwritten = 0
-            if writes > 0, let observe = counters.publishToWrite.withLockedValue({ $0 }) { observe(waited) }
+            if writes > 0, let observer = counters.publishToWrite.withLockedValue({ $0 }) { observer.observe(waited) }
         }
     }
 

@@ -160,7 +160,8 @@ public final class Gateway: Sendable {
         )
         self.listenerRefusals = RefusalCounters(scope: "listener", logger: logger)
         let histogram = observed.publishToWrite
-        assembly.kernel.counters.publishToWrite.withLockedValue { $0 = { histogram.record(.nanoseconds($0)) } }
+        let observer = LatencyObserver { histogram.record(.nanoseconds($0)) }
+        assembly.kernel.counters.publishToWrite.withLockedValue { $0 = observer }
         self.live = NIOLockedValueBox(LiveState(configuration: configuration, sourceRoutes: assembly.sourceRoutes, adminKey: Self.adminKey(configuration)))
     }
 

@@ -187,17 +187,24 @@ public struct AssemblyError: Error, CustomStringConvertible, Sendable {
 
 /// Holds the function that produces the gateway's stats (set once the server exists).
 public final class StatsProviderBox: Sendable {
-    private let provider = NIOLockedValueBox<(@Sendable () async -> JSONValue)?>(nil)
+    /// A class around the function: a closure kept as the lock's value itself would gain a
+    /// reabstraction thunk on every read (see ``LatencyObserver``), once per stats tick.
+    private final class Provider: Sendable {
+        let function: @Sendable () async -> JSONValue
+        init(_ function: @escaping @Sendable () async -> JSONValue) { self.function = function }
+    }
+    private let provider = NIOLockedValueBox<Provider?>(nil)
 
     public init() {}
 
     public func set(_ function: @escaping @Sendable () async -> JSONValue) {
-        provider.withLockedValue { $0 = function }
+        let provider = Provider(function)
+        self.provider.withLockedValue { $0 = provider }
     }
 
     public func snapshot() async -> JSONValue {
-        guard let function = provider.withLockedValue({ $0 }) else { return .object(JSONObject()) }
-        return await function()
+        guard let provider = provider.withLockedValue({ $0 }) else { return .object(JSONObject()) }
+        return await provider.function()
     }
 }
 

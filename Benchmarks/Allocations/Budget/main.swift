@@ -12,10 +12,13 @@
 // 4. gathered delivery: rounds of 16 events through the same handlers; each connection's
 //    frames of a round are copied into one outbox: at most 3 allocations per recipient
 //    per round (the buffer's object and bytes, one growth), however many frames it gathers.
+// 5. the flush round's latency observer, read from its lock and called as every flush round
+//    does: zero allocations (a closure kept as the lock's value gained a thunk per read).
 import CMallocCounter
 import Foundation
 import JSONPlugin
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOEmbedded
 import NIOWebSocket
@@ -233,6 +236,19 @@ if gathered.perRecipient > 3.001 { failures.append("gathered delivery: \(gathere
 let cycle = try subscribeCycle(cycles: 200)
 print(#"{"scenario":"subscribe cycle","allocations_per_cycle":\#(cycle),"budget":\#(cycleBudget)}"#)
 if cycle > cycleBudget { failures.append("subscribe cycle: \(cycle) allocations per cycle (budget \(cycleBudget))") }
+
+// Read and called as LoopShard.flushPending does, once per round.
+let counters = KernelCounters()
+var observed: Int64 = 0
+counters.publishToWrite.withLockedValue { $0 = LatencyObserver { _ in } }
+let observerAllocations = allocations {
+    for round in 0..<10_000 {
+        if let observer = counters.publishToWrite.withLockedValue({ $0 }) { observer.observe(Int64(round)) }
+        observed &+= 1
+    }
+}
+print(#"{"scenario":"flush-round latency observer","allocations_per_round":\#(Double(observerAllocations) / 10_000),"rounds":\#(observed)}"#)
+if observerAllocations > 0 { failures.append("flush-round latency observer: \(observerAllocations) allocations in 10,000 rounds (budget 0)") }
 
 if !failures.isEmpty {
     FileHandle.standardError.write(Data(("allocation budget exceeded:\n" + failures.joined(separator: "\n") + "\n").utf8))
