@@ -43,6 +43,8 @@ SCENARIOS = {
           {"connections": 15000, "rate": 0, "duration": 5}, "/bench", "/sub/bench_0"),
     "b2": ("15,000 idle connections, each subscribed to two topics by message, default endpoint settings (heartbeat 30s, JSON and MessagePack offered): RSS per connection",
            {"connections": 15000, "rate": 0, "duration": 5, "subscribe_messages": True, "extra_subscribe": "bench:1"}, "/idle", None),
+    "b3": ("(b2) with browser-sized upgrade requests (User-Agent, Origin, Accept-Language, a cookie: 600 B of headers): RSS per connection",
+           {"connections": 15000, "rate": 0, "duration": 5, "subscribe_messages": True, "extra_subscribe": "bench:1", "browser_headers": 600}, "/idle", None),
     "c": ("burst of 100 events to 10,000 subscribers: time to drain",
           {"connections": 10000, "burst": 100, "size": 200}, "/bench", "/sub/bench_0"),
     "d": ("(a) with permessage-deflate (shared)",
@@ -415,7 +417,7 @@ def run_scenario(name, server_class, scale, settle, rate=None, topics=None, dura
     publisher = None
     try:
         common = [str(ROOT / ".build/release/LoadGen"), "--coordinate", "--settle", str(settle)]
-        for key in ("rate", "size", "duration", "burst", "topics", "slow", "deflate", "format", "topic_prefix", "subscribe_messages", "extra_subscribe"):
+        for key in ("rate", "size", "duration", "burst", "topics", "slow", "deflate", "format", "topic_prefix", "subscribe_messages", "extra_subscribe", "browser_headers"):
             if key in params:
                 flag = "--" + key.replace("_", "-")
                 common += [flag] if params[key] is True else [flag, str(params[key])]

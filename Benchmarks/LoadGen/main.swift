@@ -39,6 +39,9 @@ struct Options {
     var subscribeMessages = false
     /// Topics every client also subscribes to with a message of its own (`--extra-subscribe`).
     var extraSubscriptions: [String] = []
+    /// Browser-like headers of about this many bytes in each upgrade request (User-Agent,
+    /// Origin, Accept-Language and a Cookie padded to size): `--browser-headers 600`.
+    var browserHeaders = 0
     /// Topics are `<prefix><n>` (scenario (h) uses its own prefix, so that its history rule
     /// does not apply to the other scenarios' topic).
     var topicPrefix = "bench:"
@@ -78,6 +81,7 @@ struct Options {
             case "--format": format = next()
             case "--subscribe-messages": subscribeMessages = true
             case "--extra-subscribe": extraSubscriptions.append(next())
+            case "--browser-headers": browserHeaders = min(16000, max(0, Int(next()) ?? 0))
             case "--topic-prefix": topicPrefix = next()
             case "--label": label = next()
             case "--settle": settle = Double(next()) ?? settle
@@ -150,6 +154,13 @@ func upgradeRequest(path: String) -> String {
     request += "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
     if options.format == "msgpack" { request += "Sec-WebSocket-Protocol: switchboard.msgpack\r\n" }
     if options.deflate { request += "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n" }
+    if options.browserHeaders > 0 {
+        var headers = "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36\r\n"
+        headers += "Origin: http://\(host):\(port)\r\nAccept-Language: en-US,en;q=0.9\r\nCache-Control: no-cache\r\n"
+        let cookie = "Cookie: session="
+        headers += cookie + String(repeating: "c", count: max(1, options.browserHeaders - headers.utf8.count - cookie.utf8.count - 2)) + "\r\n"
+        request += headers
+    }
     return request + "\r\n"
 }
 

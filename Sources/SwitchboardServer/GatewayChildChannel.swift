@@ -99,14 +99,15 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
 
     /// Receive buffers. NIO keeps one per channel for reuse and never shrinks it, so the
     /// size it reaches while the handshake is read is what every idle connection holds.
-    /// Until the request head is in, a plain-TCP socket reads 128 bytes per wakeup: one
-    /// read per wakeup, because NIO's HTTP decoder holds on to a partial head and a second
-    /// read in the same wakeup would make NIO keep a second pooled buffer. A browser's
-    /// 500-byte upgrade request then costs four wakeups instead of one, once per
-    /// connection. A WebSocket connection then grows the buffer only when a read fills it;
-    /// an HTTP request (a publisher's body) gets the larger allocator.
+    /// Until the request head is in, a plain-TCP socket reads its first KiB 128 bytes per
+    /// wakeup, and larger pieces after that: one read per wakeup, because NIO's HTTP decoder
+    /// holds on to a partial head and a second read in the same wakeup would make NIO keep
+    /// a second pooled buffer. A browser's 500-byte upgrade request costs four wakeups
+    /// instead of one, once per connection; a 32 KiB head (the limit) about twenty. A
+    /// WebSocket connection then grows the buffer only when a read fills it; an HTTP
+    /// request (a publisher's body) gets the larger allocator.
     enum ReceiveBuffers {
-        static let handshake = FixedSizeRecvByteBufferAllocator(capacity: 128)
+        static let handshake = HandshakeReceiveAllocator()
         static let handshakeReadsPerWakeup: UInt = 1
         static let webSocket = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 128, maximum: 65536)
         /// HTTP requests, and TLS from the first byte (a record is read whole before the
@@ -116,10 +117,33 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
         static let readsPerWakeup: UInt = 4
 
         /// Once the request head is in: the allocator for what the connection has become.
-        static func handshakeDone(_ channel: any Channel, secure: Bool, allocator: AdaptiveRecvByteBufferAllocator) throws {
+        /// Best effort: a channel closing under us keeps the handshake setting, harmlessly.
+        static func handshakeDone(_ channel: any Channel, secure: Bool, allocator: AdaptiveRecvByteBufferAllocator) {
             guard !secure, let options = channel.syncOptions else { return }
-            try options.setOption(.recvAllocator, value: allocator)
-            try options.setOption(.maxMessagesPerRead, value: readsPerWakeup)
+            try? options.setOption(.recvAllocator, value: allocator)
+            try? options.setOption(.maxMessagesPerRead, value: readsPerWakeup)
+        }
+    }
+
+    /// 128-byte reads for a request head's first KiB, 2 KiB reads after it: typical heads
+    /// leave a 128-byte pooled buffer, and a long one (many cookies, or a hostile client
+    /// near `max_header_size`) does not cost a wakeup per 128 bytes.
+    struct HandshakeReceiveAllocator: RecvByteBufferAllocator {
+        static let small = 128
+        static let large = 2048
+        static let smallReadsUpTo = 1024
+        private var received = 0
+
+        func nextBufferSize() -> Int? { received < Self.smallReadsUpTo ? Self.small : Self.large }
+
+        func buffer(allocator: ByteBufferAllocator) -> ByteBuffer {
+            allocator.buffer(capacity: nextBufferSize() ?? Self.small)
+        }
+
+        mutating func record(actualReadBytes: Int) -> Bool {
+            let before = received
+            received = min(received &+ max(0, actualReadBytes), Int.max / 2)
+            return before < Self.smallReadsUpTo && received >= Self.smallReadsUpTo
         }
     }
 
@@ -225,7 +249,7 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
                         guard let admitted = admission.value, let shard = kernel.shard(for: channel.eventLoop) else {
                             throw ChannelError.inappropriateOperationForState
                         }
-                        try ReceiveBuffers.handshakeDone(channel, secure: secure, allocator: ReceiveBuffers.webSocket)
+                        ReceiveBuffers.handshakeDone(channel, secure: secure, allocator: ReceiveBuffers.webSocket)
                         let compression = admitted.compression.map {
                             ConnectionCompression(agreement: $0.agreement, settings: $0.settings, minSize: $0.minSize, shard: shard)
                         }
@@ -256,7 +280,7 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
                 notUpgradingCompletionHandler: { channel in
                     lifetime.cancelHandshakeTimer()
                     return channel.eventLoop.makeCompletedFuture {
-                        try ReceiveBuffers.handshakeDone(channel, secure: secure, allocator: ReceiveBuffers.http)
+                        ReceiveBuffers.handshakeDone(channel, secure: secure, allocator: ReceiveBuffers.http)
                         // From here Hummingbird owns the connection's HTTP, errors included.
                         if let errorResponder = try? channel.pipeline.syncOperations.handler(type: HTTPParseErrorResponder.self) {
                             _ = channel.pipeline.syncOperations.removeHandler(errorResponder)
@@ -438,6 +462,8 @@ struct GatewayChildChannel: ServerChildChannel, HTTPChannelHandler {
         } catch is ConnectionRefused {
             return
         } catch {
+            // The handshake timer is already cancelled: nothing else would close it.
+            value.channel.close(promise: nil)
             logger.debug("upgrade failed", metadata: ["error": "\(error)"])
         }
     }

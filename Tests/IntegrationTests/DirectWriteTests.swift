@@ -1,6 +1,7 @@
 #if os(Linux)
 import Glibc
 import SwitchboardCore
+import SwitchboardServer
 import Testing
 
 /// The connection handler's own writes on Linux over plain TCP (issue 16): straight to the
@@ -36,7 +37,8 @@ import Testing
         #expect(answer.status == 202)
     }
 
-    @Test func directWritesHandOverToNIOAndComeBackInOrder() async throws {
+    @Test(.enabled(if: DirectSocket.enabled, "SWITCHBOARD_DIRECT_WRITES=0 turns direct writes off"))
+    func directWritesHandOverToNIOAndComeBackInOrder() async throws {
         let gateway = try await TestGateway.start(Self.config)
         let client = try BlockingWebSocketClient(port: gateway.port, path: "/ws", receiveBuffer: 4096)
         // The handler subscribes once installed; a ping's pong proves it is.

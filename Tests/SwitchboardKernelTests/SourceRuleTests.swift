@@ -7,9 +7,12 @@ import Testing
     /// `withLockedValue { $0 }` (the value is handed to the body `inout`, converted and
     /// written back), so each read makes the next call deeper: unbounded slowdown, a leak
     /// and in the end a stack overflow. Keep such functions in a class (`LatencyObserver`).
+    /// A line check: it catches the plain spelling (`NIOLockedValueBox<(@Sendable …) -> …>`),
+    /// not a function typealias or a generic spread over lines; arrays and dictionaries of
+    /// closures are fine (their elements are not handed out `inout`).
     @Test func noClosureIsALocksValue() throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        let pattern = try Regex(#"(NIOLockedValueBox|Mutex|NIOLockedValueBox|NIOLoopBoundBox|LockedValueBox|Atomic)<[^>\n]*->"#)
+        let pattern = try Regex(#"(NIOLockedValueBox|Mutex|NIOLoopBoundBox|LockedValueBox)<\(?[^>\[\n]*->"#)
         var checked = 0
         var offenders: [String] = []
         for folder in ["Sources", "Plugins"] {
@@ -18,7 +21,8 @@ import Testing
                 guard file.pathExtension == "swift" else { continue }
                 let text = try String(contentsOf: file, encoding: .utf8)
                 checked += 1
-                for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() where line.contains(pattern) {
+                for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated()
+                where line.contains(pattern) && !line.trimmingCharacters(in: .whitespaces).hasPrefix("//") {
                     offenders.append("\(file.path.dropFirst(root.path.count + 1)):\(number + 1): \(line.trimmingCharacters(in: .whitespaces))")
                 }
             }
