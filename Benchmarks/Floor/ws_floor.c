@@ -159,7 +159,7 @@ static void finish(loop *l, conn *c) {
 static void keep(loop *l, conn *c, const unsigned char *bytes, size_t n) {
     if (c->out_len + n > OUT_MAX) { close_conn(l, c); return; }  // a reader this far behind is cut off, not skipped
     if (c->out_off + c->out_len + n > c->out_cap) {
-        memmove(c->out, c->out + c->out_off, c->out_len);
+        if (c->out_len) memmove(c->out, c->out + c->out_off, c->out_len);
         c->out_off = 0;
         if (c->out_len + n > c->out_cap) {
             size_t cap = c->out_cap ? c->out_cap : 4096;
