@@ -28,7 +28,7 @@ swift test -c release --skip-build
 python3 Benchmarks/bench.py a d --servers switchboard --scale 0.01 --loadgen-processes 2 --check \
     --out "$(mktemp -t switchboard-bench-XXXXXX.jsonl)"
 # Fuzz targets: seeds and saved crash inputs through the plain build, then libFuzzer.
-for target in json client-message msgpack resp inflate config deflate-offer websocket-frames; do
+for target in json client-message msgpack resp inflate config deflate-offer websocket-frames websocket-wire; do
     SWITCHBOARD_FUZZ_TARGET=$target .build/release/SwitchboardFuzz "Fuzz/corpus/$target" "Fuzz/regressions/$target"
 done
 scripts/fuzz.sh all 20

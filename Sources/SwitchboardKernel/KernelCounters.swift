@@ -42,8 +42,8 @@ public final class KernelCounters: Sendable {
 /// Do not keep a closure as a lock's value itself: `withLockedValue { $0 }` hands the value
 /// to its body `inout`, so the closure is converted to its native form and written back
 /// converted again, each time wrapped in one more reabstraction thunk. Every read then
-/// makes the next call one thunk deeper: a call that slows down without bound, a leak, and
-/// in the end a stack overflow (the flush-round observer did this, once per round).
+/// makes the next call one thunk deeper: a call that slows down without bound and a leak
+/// (the flush-round observer did this, once per round).
 public final class LatencyObserver: Sendable {
     public let observe: @Sendable (Int64) -> Void
     public init(_ observe: @escaping @Sendable (Int64) -> Void) { self.observe = observe }

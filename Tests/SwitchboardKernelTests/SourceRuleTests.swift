@@ -5,8 +5,8 @@ import Testing
 @Suite struct SourceRuleTests {
     /// A closure kept as a lock's value is re-wrapped in a reabstraction thunk on every
     /// `withLockedValue { $0 }` (the value is handed to the body `inout`, converted and
-    /// written back), so each read makes the next call deeper: unbounded slowdown, a leak
-    /// and in the end a stack overflow. Keep such functions in a class (`LatencyObserver`).
+    /// written back), so each read makes the next call deeper: an unbounded slowdown and a
+    /// leak. Keep such functions in a class (`LatencyObserver`).
     /// A line check: it catches the plain spelling (`NIOLockedValueBox<(@Sendable …) -> …>`),
     /// not a function typealias or a generic spread over lines; arrays and dictionaries of
     /// closures are fine (their elements are not handed out `inout`).
