@@ -23,37 +23,40 @@ package final class SocketLifetime: Sendable {
     }
 
     package func startHandshakeTimer(_ scheduled: Scheduled<Void>) {
-        let late = state.withLock { state -> Bool in
-            if !state.closed { state.handshake = scheduled }
-            return state.closed
-        }
-        if late { scheduled.cancel() }
+        if storeUnlessClosed(\.handshake, scheduled) { scheduled.cancel() }
     }
 
     /// Cancelled by the upgrade, the first request or the close.
     package func cancelHandshakeTimer() {
         // Taken out under the lock, cancelled outside it (cancelling fails a promise).
-        state.withLock { state in
-            defer { state.handshake = nil }
-            return state.handshake
-        }?.cancel()
+        take(\.handshake)?.cancel()
     }
 
     /// Keeps the reservation until the handler has subscribed or the socket closes; a
     /// reservation made after the close (a filter answering late) is released at once.
     package func holdArrival(_ reservation: ArrivalReservation) {
-        let late = state.withLock { state -> Bool in
-            if !state.closed { state.arrival = reservation }
-            return state.closed
-        }
-        if late { reservation.release() }
+        if storeUnlessClosed(\.arrival, reservation) { reservation.release() }
     }
 
     package func releaseArrival() {
+        take(\.arrival)?.release()
+    }
+
+    /// Stores `value` unless the socket has closed; true when it came too late (the caller
+    /// undoes it, outside the lock).
+    private func storeUnlessClosed<Value: Sendable>(_ field: WritableKeyPath<State, Value?>, _ value: Value) -> Bool {
         state.withLock { state in
-            defer { state.arrival = nil }
-            return state.arrival
-        }?.release()
+            if !state.closed { state[keyPath: field] = value }
+            return state.closed
+        }
+    }
+
+    /// Takes `field` out (it is nil afterwards).
+    private func take<Value: Sendable>(_ field: WritableKeyPath<State, Value?>) -> Value? {
+        state.withLock { state in
+            defer { state[keyPath: field] = nil }
+            return state[keyPath: field]
+        }
     }
 
     /// The close: undoes everything once (a second call does nothing).

@@ -10,11 +10,16 @@ import Testing
 /// One box per socket undoes the connection limit, the handshake timer and the shard
 /// arrival exactly once, and what arrives after the close is undone at once.
 @Suite struct SocketLifetimeTests {
-    @Test func closeUndoesLimitTimerAndArrivalOnce() async throws {
+    /// One loop and its kernel shard.
+    static func shard() throws -> (MultiThreadedEventLoopGroup, any EventLoop, LoopShard) {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let loop = group.next()
         let kernel = Kernel(eventLoopGroup: group, variants: VariantTable(encoders: [JSONEventEncoder()]))
-        let shard = try #require(kernel.shard(for: loop))
+        return (group, loop, try #require(kernel.shard(for: loop)))
+    }
+
+    @Test func closeUndoesLimitTimerAndArrivalOnce() async throws {
+        let (group, loop, shard) = try Self.shard()
         let limiter = ConnectionLimiter(maxConnections: 10, maxConnectionsPerIP: 1)
         #expect(limiter.admit("10.0.0.1") == .admitted)
         #expect(limiter.admit("10.0.0.1") == .tooManyFromAddress)
@@ -44,10 +49,7 @@ import Testing
     }
 
     @Test func upgradeReleasesArrivalAndCancelsTimerBeforeTheClose() async throws {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let loop = group.next()
-        let kernel = Kernel(eventLoopGroup: group, variants: VariantTable(encoders: [JSONEventEncoder()]))
-        let shard = try #require(kernel.shard(for: loop))
+        let (group, loop, shard) = try Self.shard()
         let limiter = ConnectionLimiter(maxConnections: 10, maxConnectionsPerIP: 0)
         _ = limiter.admit(nil)
         let fired = Atomic<Int>(0)
