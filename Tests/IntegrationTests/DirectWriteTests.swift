@@ -2,6 +2,7 @@
 import Glibc
 import SwitchboardCore
 import SwitchboardServer
+import SwitchboardTesting
 import Testing
 
 /// The connection handler's own writes on Linux over plain TCP (issue 16): straight to the
@@ -130,11 +131,11 @@ final class BlockingWebSocketClient {
     }
 
     func sendText(_ text: String) throws {
-        try sendAll(TestWebSocketFrames.masked(opcode: 1, payload: Array(text.utf8)))
+        try sendAll(TestWebSocketClient.encodeFrame(opcode: 1, payload: Array(text.utf8)))
     }
 
     func sendClose(code: UInt16) throws {
-        try sendAll(TestWebSocketFrames.masked(opcode: 8, payload: [UInt8(code >> 8), UInt8(code & 0xff)]))
+        try sendAll(TestWebSocketClient.encodeFrame(opcode: 8, payload: [UInt8(code >> 8), UInt8(code & 0xff)]))
     }
 
     /// False once the peer closed; throws on a timeout.
@@ -189,20 +190,4 @@ final class BlockingWebSocketClient {
     func close() { Glibc.close(descriptor) }
 }
 
-enum TestWebSocketFrames {
-    static func masked(opcode: UInt8, payload: [UInt8]) -> [UInt8] {
-        let mask: [UInt8] = [0x37, 0xfa, 0x21, 0x3d]
-        var frame: [UInt8] = [0x80 | opcode]
-        if payload.count < 126 {
-            frame.append(0x80 | UInt8(payload.count))
-        } else {
-            frame.append(0x80 | 126)
-            frame.append(UInt8(payload.count >> 8))
-            frame.append(UInt8(payload.count & 0xff))
-        }
-        frame += mask
-        frame += payload.enumerated().map { $0.element ^ mask[$0.offset % 4] }
-        return frame
-    }
-}
 #endif
